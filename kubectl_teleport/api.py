@@ -1,0 +1,191 @@
+"""HTTP/JSON client for the issuance protocol (docs/protocol.md): TLS verified against the pinned CA,
+every call inside one overall deadline, bounded reads, retries with jitter only where repeating is safe."""
+
+from __future__ import annotations
+
+import json
+import random
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import __version__
+from .errors import ACCESS_DENIED, IDENTITY_REJECTED, TRUST, UNAVAILABLE, USAGE, PluginError
+
+DEFAULT_DEADLINE = 15.0
+MAX_RESPONSE = 1 << 20
+USER_AGENT = f"kubectl-teleport/{__version__}"
+
+_HINTS = {
+    "invalid_token": (IDENTITY_REJECTED, "the token is unknown or was already used; ask an admin for a new one"),
+    "token_expired": (IDENTITY_REJECTED, "the token expired; ask an admin for a new one"),
+    "unauthenticated": (IDENTITY_REJECTED, "log in again with a new token"),
+    "bot_locked": (IDENTITY_REJECTED,
+                   "the bot is locked; an admin must remove the lock, or log in again with a new token"),
+    "generation_mismatch": (IDENTITY_REJECTED,
+                            "the identity was renewed from another copy and the bot is now locked; "
+                            "log in again with a new token"),
+    "access_denied": (ACCESS_DENIED, "ask an admin to grant the bot's roles this Kubernetes cluster or user"),
+    "unknown_kube_cluster": (ACCESS_DENIED, "check the name with `kubectl-teleport kube ls`"),
+    "bad_request": (USAGE, "check the command's arguments"),
+}
+
+
+class ApiError(PluginError):
+    """The server answered with a protocol error."""
+
+    def __init__(self, action: str, status: int, code: str, message: str) -> None:
+        exit_code, hint = _HINTS.get(code, (UNAVAILABLE, "try again later"))
+        super().__init__(f"{action} failed: {message} ({code}); {hint}", exit_code)
+        self.status = status
+        self.api_code = code
+
+
+class Deadline:
+    """One time budget shared by every request of a command."""
+
+    def __init__(self, seconds: float = DEFAULT_DEADLINE, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._end = clock() + seconds
+
+    def left(self) -> float:
+        return max(0.0, self._end - self._clock())
+
+
+def tls_context(ca_pems: list[str] | None, identity_file: Path | None = None) -> ssl.SSLContext:
+    """A client context verifying against the pinned CAs (or nothing, for the pin check only)."""
+    if ca_pems is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx = ssl.create_default_context(cadata="\n".join(ca_pems))  # only these CAs, never system roots
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if identity_file is not None:
+        ctx.load_cert_chain(str(identity_file))
+    return ctx
+
+
+class Client:
+    """A connection to one proxy; use as a context manager."""
+
+    def __init__(self, proxy: str, ca_pems: list[str] | None, *, identity_file: Path | None = None,
+                 deadline: Deadline | None = None) -> None:
+        self.proxy = proxy
+        self.deadline = deadline or Deadline()
+        self._http = httpx.Client(base_url=f"https://{proxy}/v1", verify=tls_context(ca_pems, identity_file),
+                                  headers={"User-Agent": USER_AGENT}, trust_env=False)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def call(self, action: str, method: str, path: str, body: dict | None = None, *,
+             retry: bool = True) -> dict[str, Any]:
+        """Send one request (with retries when `retry`), return the JSON object, raise PluginError."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._once(action, method, path, body)
+            except _Retryable as err:
+                pause = min(2.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)  # noqa: S311
+                if not retry or attempt >= 4 or self.deadline.left() <= pause + 0.5:
+                    raise err.error from None
+                time.sleep(pause)
+
+    def _once(self, action: str, method: str, path: str, body: dict | None) -> dict[str, Any]:
+        left = self.deadline.left()
+        if left <= 0:
+            raise PluginError(f"{action} failed: no answer from {self.proxy} in time; check that the proxy "
+                              "is reachable and try again", UNAVAILABLE)
+        content = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        try:
+            with self._http.stream(method, path, content=content, headers=headers,
+                                   timeout=httpx.Timeout(left)) as resp:
+                raw = _read_capped(resp, action, self.deadline)
+                status = resp.status_code
+        except httpx.TimeoutException:
+            raise _Retryable(PluginError(f"{action} failed: {self.proxy} did not answer in time; check that "
+                                         "the proxy is reachable and try again", UNAVAILABLE)) from None
+        except httpx.TransportError as exc:
+            if _is_verify_error(exc):
+                raise PluginError(f"{action} failed: the server at {self.proxy} presented a certificate that "
+                                  "does not chain to the pinned cluster CA; check --proxy, or log in again if "
+                                  "the cluster's CA was rotated", TRUST) from None
+            raise _Retryable(PluginError(f"{action} failed: cannot reach {self.proxy} "
+                                         f"({_short(exc)}); check that the proxy is running and reachable",
+                                         UNAVAILABLE)) from None
+        return _decode(action, status, raw)
+
+
+class _Retryable(Exception):
+    def __init__(self, error: PluginError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _read_capped(resp: httpx.Response, action: str, deadline: Deadline) -> bytes:
+    chunks, size = [], 0
+    for chunk in resp.iter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE:
+            raise PluginError(f"{action} failed: the server's answer is larger than {MAX_RESPONSE} bytes; "
+                              "check that --proxy names the cluster's auth proxy", UNAVAILABLE)
+        if deadline.left() <= 0:
+            raise httpx.ReadTimeout("deadline")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(action: str, status: int, raw: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        err = PluginError(f"{action} failed: the server answered HTTP {status} without a JSON object; "
+                          "check that --proxy names the cluster's auth proxy", UNAVAILABLE)
+        if status >= 500:
+            raise _Retryable(err)
+        raise err
+    if 200 <= status < 300:
+        return obj
+    detail = obj.get("error") if isinstance(obj.get("error"), dict) else {}
+    code = str(detail.get("code") or f"http_{status}")[:60]
+    message = str(detail.get("message") or f"HTTP {status}")[:300].rstrip(".")
+    error = ApiError(action, status, code, message)
+    if status >= 500:
+        raise _Retryable(error)
+    raise error
+
+
+def _is_verify_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:120]
+
+
+def expect(obj: dict[str, Any], action: str, **fields: type) -> dict[str, Any]:
+    """Check that the answer has `fields` of the given types; PluginError(UNAVAILABLE) otherwise."""
+    for name, kind in fields.items():
+        value = obj.get(name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise PluginError(f"{action} failed: the server's answer has no valid {name!r}; "
+                              "the proxy may speak another protocol version", UNAVAILABLE)
+    return obj

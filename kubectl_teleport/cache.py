@@ -1,0 +1,115 @@
+"""The per-cluster credential cache file: one small file, read with one `os.read` on every kubectl call.
+
+Standard library only (this module is on the exec hot path; no pathlib, json or re here).
+
+Format of `<data-dir>/kube/<cluster>.cred` (0600, written atomically by the renewal path):
+
+    KTC1 <renew_at> <expires_at> <not_after> <length>\\n
+    <status>
+
+`renew_at`, `expires_at` (NotAfter - 1 min, the ExecCredential expirationTimestamp) and `not_after` are Unix
+seconds; `status` is the ExecCredential's `status` object as compact JSON, exactly `length` bytes, rendered once
+when the certificate was issued so every call returns byte-identical PEM until a renewal.
+"""
+
+from __future__ import annotations
+
+import os
+
+MAGIC = b"KTC1"
+MAX_SIZE = 64 * 1024
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_MODE_FILE = 0o100000  # S_IFREG
+_MODE_DIR = 0o040000  # S_IFDIR
+_MODE_FMT = 0o170000  # S_IFMT
+
+
+class Entry:
+    """A parsed cache file."""
+
+    __slots__ = ("expires_at", "not_after", "renew_at", "status")
+
+    def __init__(self, renew_at: int, expires_at: int, not_after: int, status: bytes) -> None:
+        self.renew_at = renew_at
+        self.expires_at = expires_at
+        self.not_after = not_after
+        self.status = status
+
+    def fresh(self, now: float) -> bool:
+        """True while no renewal is due: serve from cache without locking."""
+        return now < self.renew_at
+
+    def valid(self, now: float) -> bool:
+        """True while kubectl may still use the certificate."""
+        return now < self.expires_at
+
+
+def valid_cluster_name(name: str) -> bool:
+    """Kubernetes cluster names we accept as file names: [A-Za-z0-9._-], not starting with a dot."""
+    return 0 < len(name) <= 253 and not name.startswith(".") and all(c in _NAME_CHARS for c in name)
+
+
+def kube_dir(data_dir: str) -> str:
+    """The directory holding the per-cluster cache files."""
+    return os.path.join(data_dir, "kube")
+
+
+def cache_path(data_dir: str, cluster: str) -> str:
+    """The cache file of one Kubernetes cluster."""
+    return os.path.join(data_dir, "kube", cluster + ".cred")
+
+
+def encode(renew_at: int, expires_at: int, not_after: int, status: bytes) -> bytes:
+    """Serialise an entry (the renewal path writes this atomically)."""
+    header = b"%s %d %d %d %d\n" % (MAGIC, renew_at, expires_at, not_after, len(status))
+    return header + status
+
+
+def decode(data: bytes) -> Entry | None:
+    """Parse a cache file's bytes; None when it is truncated, corrupt or of another format."""
+    nl = data.find(b"\n", 0, 128)
+    if nl < 0:
+        return None
+    fields = data[:nl].split(b" ")
+    if len(fields) != 5 or fields[0] != MAGIC:
+        return None
+    try:
+        renew_at, expires_at, not_after, length = (int(f) for f in fields[1:])
+    except ValueError:
+        return None
+    status = data[nl + 1:]
+    if len(status) != length or not status.startswith(b"{") or not status.endswith(b"}"):
+        return None
+    return Entry(renew_at, expires_at, not_after, status)
+
+
+def _private_regular(st: os.stat_result, uid: int) -> bool:
+    """A regular file of ours that group/other cannot read (anything else goes to the careful path)."""
+    return st.st_mode & _MODE_FMT == _MODE_FILE and st.st_uid == uid and not st.st_mode & 0o077
+
+
+def read_fast(data_dir: str, cluster: str) -> Entry | None:
+    """The hot path's read: None for anything unusual, which the careful path then explains or repairs.
+
+    Refuses (returns None for) symlinks, files of other users, files others may read, and corrupt files.
+    """
+    if not valid_cluster_name(cluster):
+        return None
+    uid = os.geteuid()
+    try:
+        for d in (data_dir, os.path.join(data_dir, "kube")):
+            st = os.lstat(d)
+            if st.st_mode & _MODE_FMT != _MODE_DIR or st.st_uid != uid or st.st_mode & 0o077:
+                return None
+        fd = os.open(cache_path(data_dir, cluster), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not _private_regular(os.fstat(fd), uid):
+            return None
+        data = os.read(fd, MAX_SIZE)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return decode(data)

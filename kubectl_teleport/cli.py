@@ -1,0 +1,136 @@
+"""The full command line (everything except a `credentials` cache hit, which entry.py answers)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__, errors
+from .errors import PluginError
+
+PROG = "kubectl-teleport"
+DEBUG_ENV = "KUBECTL_TELEPORT_DEBUG"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as our one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise PluginError(f"{message} (see `{self.prog} --help`)", errors.USAGE)
+
+
+def _exit_codes_epilog() -> str:
+    return "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in errors.EXIT_CODES.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="kubectl exec credential plugin for machine identities (bots).",
+                epilog=_exit_codes_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    login = sub.add_parser("login", help="join a cluster with a one-time token and write a kubeconfig")
+    login.add_argument("--proxy", help="the cluster's auth proxy, HOST:PORT")
+    login.add_argument("--token", help="one-time join token (or set $KUBECTL_TELEPORT_TOKEN)")
+    login.add_argument("--ca-pin", action="append", default=[], metavar="sha256:HEX",
+                       help="pin of the cluster CA; repeat during a CA rotation")
+    login.add_argument("--kube-cluster", action="append", default=[], metavar="NAME",
+                       help="Kubernetes cluster to set up; repeat for several")
+    login.add_argument("--kube-user", help="Kubernetes user, when the bot's roles grant several")
+    login.add_argument("--data-dir", help="identity directory (default: per proxy in the user data dir)")
+    where = login.add_mutually_exclusive_group()
+    where.add_argument("--kubeconfig", metavar="PATH", help="write the kubeconfig entries to PATH")
+    where.add_argument("--merge", action="store_true",
+                       help="merge into $KUBECONFIG's first file or ~/.kube/config")
+    login.add_argument("--context", help="context name (default <teleport-cluster>-<kube-cluster>)")
+    login.add_argument("--ttl", metavar="DURATION", help="certificate lifetime to ask for (default 1h)")
+    login.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS",
+                       help="bound on all network calls (default 15)")
+
+    cred = sub.add_parser("credentials", help="print an ExecCredential (what kubectl runs)")
+    cred.add_argument("--data-dir", required=True)
+    cred.add_argument("--kube-cluster", required=True)
+    cred.add_argument("--lock-timeout", type=float, default=30.0, metavar="SECONDS",
+                      help="how long to wait for another renewal when no valid certificate is cached")
+    cred.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS",
+                      help="bound on all network calls (default 15)")
+
+    status = sub.add_parser("status", help="show the identity and each cluster's certificate")
+    status.add_argument("--data-dir")
+    status.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    logout = sub.add_parser("logout", help="remove the identity, certificates and kubeconfig entries")
+    logout.add_argument("--data-dir")
+
+    kube = sub.add_parser("kube", help="Kubernetes clusters of the identity")
+    kube_sub = kube.add_subparsers(dest="kube_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    kube_ls = kube_sub.add_parser("ls", help="list the Kubernetes clusters the bot may use")
+    kube_ls.add_argument("--data-dir")
+    kube_ls.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    demo = sub.add_parser("demo", help="run the whole flow against a throwaway devcluster")
+    demo.add_argument("--kubectl", metavar="PATH", help="kubectl binary (default: from PATH)")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    return p
+
+
+def _print(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "credentials":
+        from . import credentials, execcred
+
+        execcred.write_stdout(credentials.credentials(args.data_dir, args.kube_cluster, wait=args.lock_timeout,
+                                                      timeout=args.timeout))
+    elif cmd == "login":
+        from .login import LoginRequest, login
+
+        _print(login(LoginRequest(
+            proxy=args.proxy, token=args.token, ca_pins=args.ca_pin, kube_clusters=args.kube_cluster,
+            kube_user=args.kube_user, data_dir=args.data_dir, kubeconfig=args.kubeconfig, merge=args.merge,
+            context=args.context, ttl=args.ttl, timeout=args.timeout)))
+    elif cmd == "status":
+        from .status import status
+
+        _print(status(args.data_dir, args.output))
+    elif cmd == "logout":
+        from .login import logout
+
+        _print(logout(args.data_dir))
+    elif cmd == "kube" and args.kube_command == "ls":
+        from .kubels import kube_ls
+
+        _print(kube_ls(args.data_dir, args.output))
+    elif cmd == "demo":
+        from .demo import demo
+
+        return demo(args.kubectl, keep=args.keep)
+    else:
+        build_parser().print_help()
+        return errors.USAGE
+    return errors.OK
+
+
+def main(argv: Sequence[str] | None = None, run: Callable[[argparse.Namespace], int] = _run) -> int:
+    """Parse, run, and turn expected failures into one line on stderr with a documented exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        return run(args)
+    except PluginError as err:
+        sys.stderr.write(f"{PROG}: error: {err}\n")
+        return err.code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        sys.stderr.write(f"{PROG}: internal error: {type(exc).__name__}: {str(exc)[:200]}; "
+                         f"set {DEBUG_ENV}=1 to see the traceback and please report it\n")
+        return errors.INTERNAL

@@ -1,0 +1,47 @@
+"""`kubectl-teleport credentials`, the careful path: everything that is not a plain cache hit.
+
+One renewal however many processes ask at once: the lock is taken, the cache re-read, and only a process
+that still finds the certificate due renews. While the cached certificate is valid nobody waits.
+"""
+
+from __future__ import annotations
+
+from . import api, clock, execcred, locking, renewal
+from .datadir import DataDir, check_cluster_name
+from .errors import PluginError
+
+
+def credentials(data_dir: str, cluster: str, *, wait: float = locking.DEFAULT_WAIT,
+                timeout: float = api.DEFAULT_DEADLINE) -> bytes:
+    """The ExecCredential JSON for `cluster`, renewing under the lock when due."""
+    version = execcred.requested_version()
+    dd = DataDir(data_dir)
+    check_cluster_name(cluster)
+    dd.check()
+    entry = renewal.read_entry(dd, cluster)
+    now = clock.now()
+    if entry is not None and entry.fresh(now):
+        return execcred.render(version, entry.status)
+    lock = locking.identity_lock(dd)
+    try:
+        lock.acquire(timeout=0 if entry is not None and entry.valid(now) else wait)
+    except locking.Timeout:
+        if entry is not None and entry.valid(clock.now()):
+            return execcred.render(version, entry.status)  # someone else is renewing it right now
+        raise locking.timeout_error(dd, wait) from None
+    try:
+        entry = renewal.read_entry(dd, cluster)
+        now = clock.now()
+        if entry is not None and entry.fresh(now):
+            return execcred.render(version, entry.status)
+        try:
+            entry = renewal.refresh(dd, cluster, now, api.Deadline(timeout))
+        except PluginError as err:
+            if entry is not None and entry.valid(clock.now()):
+                renewal.warn(f"{err} (serving the cached certificate, valid until "
+                             f"{renewal.rfc3339(entry.expires_at)})")
+                return execcred.render(version, entry.status)
+            raise
+        return execcred.render(version, entry.status)
+    finally:
+        lock.release()
