@@ -1,0 +1,56 @@
+"""Helpers for tests that drive the installed plugin against a devcluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from kubectl_teleport import cache
+from tests.conftest import bin_path
+
+KUBE_CLUSTER = "example-k8s-cluster"
+EXEC_INFO_V1 = ('{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1",'
+                '"spec":{"interactive":false}}')
+
+
+def plugin(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the installed kubectl-teleport."""
+    return subprocess.run([str(bin_path("kubectl-teleport")), *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, check=False)
+
+
+def login(devcluster, data_dir: Path, *extra: str, bot: dict | None = None) -> subprocess.CompletedProcess:
+    """Add a bot and log in with its token; asserts success."""
+    bot = bot or devcluster.add_bot()
+    out = plugin("login", "--proxy", bot["proxy"], "--token", bot["token"], "--ca-pin", bot["ca_pins"][0],
+                 "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data_dir), *extra)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def kubectl_run(kubectl: Path, kubeconfig: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the real kubectl with an isolated HOME (discovery cache) and the given kubeconfig."""
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["HOME"] = str(home)
+    return subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), *args], capture_output=True,
+                          text=True, env=env, timeout=60, check=False)
+
+
+def credentials(data_dir: Path, cluster: str = KUBE_CLUSTER, info: str = EXEC_INFO_V1,
+                **kw) -> subprocess.CompletedProcess:
+    return plugin("credentials", "--data-dir", str(data_dir), "--kube-cluster", cluster,
+                  env={"KUBERNETES_EXEC_INFO": info}, **kw)
+
+
+def make_due(data_dir: Path, cluster: str = KUBE_CLUSTER, *, expired: bool = False) -> None:
+    """Move a cache entry's renewal time (and, with `expired`, its expiry) into the past."""
+    path = Path(cache.cache_path(str(data_dir), cluster))
+    entry = cache.decode(path.read_bytes())
+    data = cache.encode(0, 0 if expired else entry.expires_at, entry.not_after, entry.status)
+    path.write_bytes(data)
+
+
+def cert_of(output: str) -> str:
+    return json.loads(output)["status"]["clientCertificateData"]
