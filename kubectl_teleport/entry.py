@@ -55,6 +55,10 @@ def main() -> int:
         if out is not None:
             execcred.write_stdout(out)
             return 0
+    if sys.flags.no_site:  # the fast launcher starts with -S; everything else wants site-packages and .pth files
+        import site
+
+        site.main()
     from .cli import main as cli_main
 
     return cli_main(argv)
