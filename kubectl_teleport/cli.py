@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--ttl", metavar="DURATION", help="certificate lifetime to ask for (default 1h)")
     login.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS",
                        help="bound on all network calls (default 15)")
+    login.add_argument("--destination", metavar="DIR",
+                       help="also write tbot-style files (tlscert, key, tlscacerts, kubeconfig.yaml) to DIR")
+    login.add_argument("--static", action="store_true",
+                       help="with --destination: embed the certificate in DIR/kubeconfig.yaml instead of exec")
 
     cred = sub.add_parser("credentials", help="print an ExecCredential (what kubectl runs)")
     cred.add_argument("--data-dir", required=True)
@@ -69,6 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
     kube_ls = kube_sub.add_parser("ls", help="list the Kubernetes clusters the bot may use")
     kube_ls.add_argument("--data-dir")
     kube_ls.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    init = sub.add_parser("init", help="prepare a data dir for a bot user and a reader user (like tbot init)")
+    init.add_argument("--data-dir", required=True)
+    init.add_argument("--bot-user", required=True, help="the user that runs kubectl-teleport start/login")
+    init.add_argument("--reader-user", required=True, help="the user whose kubectl reads the credentials")
+    init.add_argument("--owner", metavar="USER:GROUP", help="owner of the directory (default: --bot-user)")
+    init.add_argument("--acls", choices=["required", "try", "off"], default="try",
+                      help="POSIX ACLs: fail without them, use them when possible (default), or never")
+
+    start = sub.add_parser("start", help="keep the identity and every cached certificate renewed (daemon)")
+    start.add_argument("--data-dir")
+    start.add_argument("--oneshot", action="store_true", help="renew once and exit")
+    start.add_argument("--renewal-interval", default="20m", metavar="DURATION",
+                       help="how often to renew (default 20m, with jitter)")
+    start.add_argument("--destination", metavar="DIR", help="also keep tbot-style files in DIR up to date")
+    start.add_argument("--static", action="store_true", help="with --destination: static kubeconfig")
+
+    unit = sub.add_parser("systemd-unit", help="print a systemd unit that runs `kubectl-teleport start`")
+    unit.add_argument("--data-dir", required=True)
+    unit.add_argument("--user", help="the user the service runs as")
 
     demo = sub.add_parser("demo", help="run the whole flow against a throwaway devcluster")
     demo.add_argument("--kubectl", metavar="PATH", help="kubectl binary (default: from PATH)")
@@ -94,7 +118,8 @@ def _run(args: argparse.Namespace) -> int:
         _print(login(LoginRequest(
             proxy=args.proxy, token=args.token, ca_pins=args.ca_pin, kube_clusters=args.kube_cluster,
             kube_user=args.kube_user, data_dir=args.data_dir, kubeconfig=args.kubeconfig, merge=args.merge,
-            context=args.context, ttl=args.ttl, timeout=args.timeout)))
+            context=args.context, ttl=args.ttl, timeout=args.timeout, destination=args.destination,
+            static=args.static)))
     elif cmd == "status":
         from .status import status
 
@@ -107,6 +132,19 @@ def _run(args: argparse.Namespace) -> int:
         from .kubels import kube_ls
 
         _print(kube_ls(args.data_dir, args.output))
+    elif cmd == "init":
+        from .initdir import init_command
+
+        _print(init_command(args.data_dir, args.bot_user, args.reader_user, args.owner, args.acls))
+    elif cmd == "start":
+        from .daemon import run
+
+        return run(args.data_dir, oneshot=args.oneshot, interval=args.renewal_interval,
+                   destination=args.destination, static=args.static)
+    elif cmd == "systemd-unit":
+        from .systemd import unit_text
+
+        _print([unit_text(args.data_dir, args.user)])
     elif cmd == "demo":
         from .demo import demo
 

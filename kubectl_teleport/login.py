@@ -29,6 +29,8 @@ class LoginRequest:
     context: str | None = None
     ttl: str | None = None
     timeout: float = api.DEFAULT_DEADLINE
+    destination: str | None = None
+    static: bool = False
 
 
 def check_proxy(proxy: str) -> str:
@@ -170,6 +172,10 @@ def login(req: LoginRequest) -> list[str]:
             out.append(f"Kubernetes cluster {name}: context {context}, user {resp.get('kubernetes_user')} "
                        f"(groups: {groups}), certificate valid until {renewal.rfc3339(entry.not_after)}.")
         dd.save_config(cfg)
+        if req.destination:
+            from .outputs import write_destination
+
+            out.extend(write_destination(dd, cfg, Path(req.destination), static=req.static))
     finally:
         lock.release()
     out.append(f"Wrote kubeconfig {target}")
