@@ -49,6 +49,19 @@ def load_private_key(pem: str | bytes) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+def load_public_key(pem: str | bytes) -> ec.EllipticCurvePublicKey:
+    """Parse a PEM SubjectPublicKeyInfo; only ECDSA P-256 keys are accepted (ValueError otherwise)."""
+    key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("not an ECDSA P-256 public key")
+    return key
+
+
+def public_key_der(key: ec.EllipticCurvePublicKey) -> bytes:
+    """DER SubjectPublicKeyInfo of a public key (a stable byte form to store and compare)."""
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def load_cert(pem: str | bytes) -> x509.Certificate:
     """Parse one PEM certificate."""
     return x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem)

@@ -1,0 +1,262 @@
+"""The devcluster's Kubernetes endpoint: x509 authentication like kube-apiserver, RBAC, and the read-only API
+that kubectl and the Python kubernetes client need (discovery, namespaces, pods, deployments, whoami)."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from cryptography.hazmat.primitives import serialization
+
+from .. import __version__, pki
+from . import kubeobjects as ko
+from . import rbac, store
+from .authority import rfc3339
+from .httpbase import BadBody, BodyTooLarge, TLSHandler
+
+UNAUTHORIZED = ko.status(401, "Unauthorized", "Unauthorized")
+
+
+@dataclass
+class KubeApp:
+    """What the Kubernetes endpoint needs: the state and a clock."""
+
+    state_dir: Path
+    address: str = ""  # HOST:PORT clients reach the endpoint at (for /api's serverAddressByClientCIDRs)
+    now: Callable[[], datetime] = field(default=pki.utcnow)
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated Kubernetes user."""
+
+    name: str
+    groups: list[str]
+    cluster: str
+    credential_id: str
+
+
+class KubeError(Exception):
+    """An answer as a Status object."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body.get("message"))
+        self.body = body
+
+
+def _not_found_path() -> KubeError:
+    return KubeError(ko.status(404, "NotFound", "the server could not find the requested resource", {}))
+
+
+def _match_labels(selector: str, labels: dict[str, str]) -> bool:
+    """Equality-based label selectors: `a=b`, `a==b`, `a!=b`, `a`, `!a`, comma-separated (all must hold)."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            k, v = (x.strip() for x in term.split("!=", 1))
+            if labels.get(k) == v:
+                return False
+        elif "=" in term:
+            k, v = (x.strip() for x in term.replace("==", "=").split("=", 1))
+            if labels.get(k) != v:
+                return False
+        elif term.startswith("!"):
+            if term[1:].strip() in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def _table_version(accept: str) -> str | None:
+    """`v1`/`v1beta1` when the client asks for a meta.k8s.io Table (kubectl get does), else None."""
+    versions = []
+    for part in accept.split(","):
+        params = dict(p.strip().split("=", 1) for p in part.split(";")[1:] if "=" in p)
+        if params.get("as") == "Table" and params.get("g") == "meta.k8s.io":
+            versions.append(params.get("v", "v1"))
+    for v in ("v1", "v1beta1"):
+        if v in versions:
+            return v
+    return None
+
+
+class KubeApiHandler(TLSHandler):
+    """Routes Kubernetes API paths; every answer is JSON (a Status on failure)."""
+
+    server_version = f"kubectl-teleport-devcluster/{__version__}"
+
+    @property
+    def app(self) -> KubeApp:
+        return self.server.app
+
+    def _dispatch(self) -> None:
+        self._consumed = False
+        try:
+            conn = store.connect(self.app.state_dir)
+        except store.NotInitialised:
+            self.send_json(500, ko.status(500, "InternalError", "the devcluster state is not available"))
+            return
+        try:
+            user = self._authenticate(conn)
+            if user is None:
+                store.bump(conn, "kube_unauthorized")
+                self._fail(UNAUTHORIZED)
+                return
+            code, body = self._route(conn, user)
+            self.send_json(code, body)
+        except KubeError as e:
+            if e.body.get("code") == 403:
+                store.bump(conn, "kube_forbidden")
+            self._fail(e.body)
+        except BodyTooLarge as e:
+            self._fail(ko.status(413, "RequestEntityTooLarge", str(e)))
+        except BadBody as e:
+            self._fail(ko.status(400, "BadRequest", str(e)))
+        except Exception as e:
+            sys.stderr.write(f"{self.server.name}: internal error on {self.command}: {type(e).__name__}\n")
+            self._fail(ko.status(500, "InternalError", "internal error"))
+        finally:
+            conn.close()
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
+
+    def _fail(self, body: dict[str, Any]) -> None:
+        if not self.body_consumed():
+            self.close_connection = True
+        self.send_json(int(body["code"]), body)
+
+    def _authenticate(self, conn: Any) -> User | None:
+        """kube-apiserver's x509 rule (CN user, O groups) plus: the cert names an existing cluster of ours."""
+        cert = self.peer_cert()
+        if cert is None:
+            return None
+        now = self.app.now()
+        if now >= pki.not_after(cert) or now < pki.not_before(cert):
+            return None
+        ident = pki.identity_of(cert)
+        if (not ident.username or ident.renewable or ident.kube_cluster is None
+                or ident.teleport_cluster != store.get_setting(conn, "cluster_name")
+                or store.get_kube_cluster(conn, ident.kube_cluster) is None):
+            return None
+        cred = "X509SHA256=" + hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+        return User(ident.username, [*ident.groups, "system:authenticated"], ident.kube_cluster, cred)
+
+    # routing ------------------------------------------------------------------------------------------------
+
+    def _route(self, conn: Any, user: User) -> tuple[int, dict[str, Any]]:
+        url = urlsplit(self.path)
+        parts = [p for p in url.path.split("/") if p]
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if self.command == "POST":
+            if parts == ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"]:
+                return 201, self._whoami(user)
+            raise _not_found_path() if not self._is_resource_path(parts) else self._method_not_allowed()
+        if self.command not in ("GET", "HEAD"):
+            raise self._method_not_allowed() if self._is_resource_path(parts) else _not_found_path()
+        if parts == ["version"]:
+            return 200, ko.KUBE_VERSION
+        if parts == ["api"]:
+            return 200, ko.api_versions(self.app.address)
+        if parts == ["apis"]:
+            return 200, ko.api_group_list()
+        if len(parts) == 2 and parts[0] == "apis" and any(r.group == parts[1] for r in ko.RESOURCES):
+            return 200, ko.api_group(parts[1])
+        gv = "/".join(parts[1:3]) if parts[:1] == ["apis"] else "/".join(parts[1:2])
+        rest = parts[3:] if parts[:1] == ["apis"] else parts[2:]
+        if parts[:1] not in (["api"], ["apis"]) or gv not in ko.GROUP_VERSIONS:
+            raise _not_found_path()
+        if not rest:
+            return 200, ko.resource_list(gv)
+        if query.get("watch") in ("1", "true"):
+            raise KubeError(ko.status(405, "MethodNotAllowed", "watch is not supported by the devcluster", {}))
+        namespace: str | None = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            namespace, rest = rest[1], rest[2:]
+        resource = next((r for r in ko.RESOURCES if r.api_version == gv and r.plural == rest[0]), None)
+        if resource is None or len(rest) > 2 or "get" not in resource.verbs:
+            raise _not_found_path()
+        if namespace is not None and not resource.namespaced:
+            raise _not_found_path()
+        name = rest[1] if len(rest) == 2 else None
+        if resource is ko.NAMESPACES and name is not None:
+            return self._get(conn, user, resource, "", name, authz_namespace=name)
+        if name is not None:
+            if namespace is None:
+                raise _not_found_path()
+            return self._get(conn, user, resource, namespace, name, authz_namespace=namespace)
+        return self._list(conn, user, resource, namespace, query)
+
+    def _is_resource_path(self, parts: list[str]) -> bool:
+        return bool(parts) and parts[0] in ("api", "apis", "version")
+
+    def _method_not_allowed(self) -> KubeError:
+        return KubeError(ko.status(405, "MethodNotAllowed",
+                                   "the server does not allow this method on the requested resource", {}))
+
+    def _authorise(self, conn: Any, user: User, verb: str, resource: ko.Resource, namespace: str | None,
+                   name: str | None) -> None:
+        bindings = store.list_rolebindings(conn, user.cluster)
+        if not rbac.allowed(bindings, user.name, user.groups, verb, resource.plural, namespace):
+            msg = rbac.forbidden_message(user.name, verb, resource.plural, resource.group, namespace, name)
+            raise KubeError(ko.status(403, "Forbidden", msg, ko.details(resource, name)))
+
+    def _get(self, conn: Any, user: User, resource: ko.Resource, namespace: str, name: str,
+             authz_namespace: str) -> tuple[int, dict[str, Any]]:
+        self._authorise(conn, user, "get", resource, authz_namespace, name)
+        obj = store.get_kube_object(conn, user.cluster, resource.kind, namespace, name)
+        if obj is None:
+            qualified = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+            raise KubeError(ko.status(404, "NotFound", f'{qualified} "{name}" not found',
+                                      ko.details(resource, name)))
+        table_version = _table_version(self.headers.get("Accept", ""))
+        if table_version:
+            query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+            return 200, ko.table(resource.kind, [obj], self.app.now(), table_version,
+                                 query.get("includeObject", "Metadata"), self._rv([obj]), resource.api_version)
+        return 200, {"kind": resource.kind, "apiVersion": resource.api_version, **obj}
+
+    def _list(self, conn: Any, user: User, resource: ko.Resource, namespace: str | None,
+              query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        self._authorise(conn, user, "list", resource, namespace, None)
+        objs = store.list_kube_objects(conn, user.cluster, resource.kind, namespace)
+        selector = query.get("labelSelector")
+        if selector:
+            objs = [o for o in objs if _match_labels(selector, o.get("metadata", {}).get("labels", {}))]
+        field_selector = query.get("fieldSelector", "")
+        for term in filter(None, field_selector.split(",")):
+            key, _, value = term.partition("=")
+            if key.strip() == "metadata.name":
+                objs = [o for o in objs if o["metadata"]["name"] == value.strip("=").strip()]
+            elif key.strip() == "metadata.namespace":
+                objs = [o for o in objs if o["metadata"].get("namespace") == value.strip("=").strip()]
+        table_version = _table_version(self.headers.get("Accept", ""))
+        if table_version:
+            return 200, ko.table(resource.kind, objs, self.app.now(), table_version,
+                                 query.get("includeObject", "Metadata"), self._rv(objs), resource.api_version)
+        return 200, {"kind": f"{resource.kind}List", "apiVersion": resource.api_version,
+                     "metadata": {"resourceVersion": self._rv(objs)}, "items": objs}
+
+    @staticmethod
+    def _rv(objs: list[dict[str, Any]]) -> str:
+        return str(max((int(o.get("metadata", {}).get("resourceVersion", "1")) for o in objs), default=1))
+
+    def _whoami(self, user: User) -> dict[str, Any]:
+        """SelfSubjectReview: the request carries nothing we need (kubectl sends it as protobuf)."""
+        if "json" in self.headers.get("Content-Type", "application/json"):
+            body = self.read_json()
+            if body.get("kind") not in (None, "SelfSubjectReview"):
+                raise KubeError(ko.status(400, "BadRequest", "the body must be a SelfSubjectReview", {}))
+        else:
+            self.read_body()
+        return {"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"creationTimestamp": rfc3339(self.app.now())},
+                "status": {"userInfo": {"username": user.name, "groups": user.groups,
+                                        "extra": {"authentication.kubernetes.io/credential-id":
+                                                  [user.credential_id]}}}}
+

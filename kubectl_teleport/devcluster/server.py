@@ -1,0 +1,138 @@
+"""`start`: serve the auth API and the Kubernetes endpoint over TLS until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import fsutil, pki
+from . import store
+from .authapi import AuthApiHandler
+from .authority import Authority
+from .bootstrap import initialise
+from .ca import KUBE_TLS_SERVER_NAME, CertAuthority, issue_serving_cert
+from .httpbase import TLSServer, server_context
+from .kubeapi import KubeApiHandler, KubeApp
+from .seed import seed_demo
+
+RUN_DIR = "run"
+
+
+class ListenError(Exception):
+    """An address could not be bound."""
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[v6]:PORT` → (host, port); ValueError with a clear message otherwise."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid address {text!r}: use HOST:PORT (port 0 picks a free port)")
+    return host, int(port)
+
+
+def format_hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def advertised_host(host: str) -> str:
+    """The host clients should use: a wildcard listen address is advertised as loopback."""
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            return "127.0.0.1" if "." in host else "::1"
+    except ValueError:
+        pass
+    return host
+
+
+@dataclass
+class ServingConfig:
+    state_dir: Path
+    listen: tuple[str, int]
+    kube_listen: tuple[str, int]
+    cluster_name: str | None
+    ready_file: Path | None
+    seed: bool
+
+
+def _serving_files(state_dir: Path, name: str, host_ca: CertAuthority, hosts: list[str]) -> tuple[str, str]:
+    """A fresh serving key and certificate for this run, written 0600 under the state dir's run/."""
+    run = fsutil.ensure_dir(state_dir / RUN_DIR)
+    key = pki.generate_key()
+    cert = issue_serving_cert(host_ca, key.public_key(), name, hosts, pki.utcnow())
+    cert_file, key_file = run / f"{name}.crt", run / f"{name}.key"
+    fsutil.atomic_write(key_file, pki.private_key_pem(key).encode())
+    fsutil.atomic_write(cert_file, pki.cert_pem(cert).encode())
+    return str(cert_file), str(key_file)
+
+
+def _bind(address: tuple[str, int], handler: type, ctx: object, app: object, name: str) -> TLSServer:
+    try:
+        return TLSServer(address, handler, ctx, app, name)  # type: ignore[arg-type]
+    except OSError as e:
+        raise ListenError(f"cannot listen on {format_hostport(*address)}: {e.strerror or e}") from None
+
+
+def serve(cfg: ServingConfig) -> int:
+    """Initialise if needed, serve both endpoints, write the ready file, wait for a signal; returns 0."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster, _ = initialise(cfg.state_dir, cfg.cluster_name)
+    if cfg.ready_file is not None:
+        with contextlib.suppress(FileNotFoundError):
+            cfg.ready_file.unlink()
+    with store.opened(cfg.state_dir) as conn:
+        if cfg.seed:
+            seed_demo(conn, pki.utcnow())
+        host_ca = CertAuthority.from_pem(*store.get_ca(conn, "host"))
+        user_ca_pem = store.get_ca(conn, "user")[0]
+
+    api_files = _serving_files(cfg.state_dir, "auth", host_ca, [cfg.listen[0], advertised_host(cfg.listen[0])])
+    kube_files = _serving_files(cfg.state_dir, "kube", host_ca,
+                                [cfg.kube_listen[0], advertised_host(cfg.kube_listen[0]), KUBE_TLS_SERVER_NAME])
+    authority = Authority(cfg.state_dir)
+    kube_app = KubeApp(cfg.state_dir)
+    api = _bind(cfg.listen, AuthApiHandler, server_context(*api_files, user_ca_pem), authority, "auth")
+    try:
+        kube = _bind(cfg.kube_listen, KubeApiHandler, server_context(*kube_files, user_ca_pem), kube_app, "kube")
+    except ListenError:
+        api.server_close()
+        raise
+    proxy = format_hostport(advertised_host(cfg.listen[0]), api.server_address[1])
+    kube_addr = format_hostport(advertised_host(cfg.kube_listen[0]), kube.server_address[1])
+    kube_app.address = kube_addr
+    with store.opened(cfg.state_dir) as conn, store.transaction(conn):
+        store.set_setting(conn, "proxy", proxy)
+        store.set_setting(conn, "kube_server", f"https://{kube_addr}")
+
+    threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, name=s.name, daemon=True)
+               for s in (api, kube)]
+    for t in threads:
+        t.start()
+    pin = pki.spki_pin(host_ca.cert)
+    if cfg.ready_file is not None:
+        ready = {"proxy": proxy, "kube_server": f"https://{kube_addr}", "cluster_name": cluster, "ca_pin": pin,
+                 "user_ca_pem": user_ca_pem, "pid": os.getpid()}
+        fsutil.atomic_write(cfg.ready_file, json.dumps(ready, indent=2).encode() + b"\n", mode=0o644)
+    print(f"devcluster {cluster}: auth API https://{proxy}, Kubernetes https://{kube_addr}, CA pin {pin}",
+          flush=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for s in (api, kube):
+            s.shutdown()
+            s.server_close()
+        if cfg.ready_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                cfg.ready_file.unlink()
+    print(f"devcluster {cluster}: stopped", file=sys.stderr, flush=True)
+    return 0
