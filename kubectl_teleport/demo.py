@@ -136,7 +136,8 @@ def demo(kubectl: str | None, keep: bool = False) -> int:
             _say("4. No kubectl on PATH (give --kubectl PATH): doing what kubectl would do",
                  "run the exec plugin, then call the Kubernetes API with the certificate it returned")
             _without_kubectl(kubeconfig)
-        _say("Done.", "The bot renews its certificates by itself; `kubectl-teleport status` shows them.")
+        _say("Done.", "kubectl renews the certificate through the plugin when a third of its life is left; "
+             "`kubectl-teleport status` shows it, and `kubectl-teleport start` keeps an idle bot alive.")
         return 0
     finally:
         if proc is not None:

@@ -236,3 +236,31 @@ def test_cache_hit_imports_no_heavy_library(devcluster, tmp_path):
                          env={**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO_V1}, check=False)
     assert out.stderr == "(0, [])"
     assert json.loads(out.stdout)["kind"] == "ExecCredential"
+
+
+def test_lock_held_elsewhere_serves_valid_cert_at_once_and_bounds_the_wait(devcluster, tmp_path):
+    import time
+
+    from kubectl_teleport import locking
+    from kubectl_teleport.datadir import DataDir
+
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    cached = cert_of(credentials(data).stdout)
+    lock = locking.acquire(DataDir(data))  # another process is "renewing"
+    try:
+        make_due(data)
+        started = time.monotonic()
+        out = credentials(data)
+        assert out.returncode == 0 and out.stderr == ""
+        assert cert_of(out.stdout) == cached
+        assert time.monotonic() - started < 5
+        make_due(data, expired=True)
+        waited = plugin("credentials", "--data-dir", str(data), "--kube-cluster", KUBE_CLUSTER,
+                        "--lock-timeout", "1", env={"KUBERNETES_EXEC_INFO": EXEC_INFO_V1})
+        assert waited.returncode == errors.LOCK_TIMEOUT
+        assert len(waited.stderr.strip().splitlines()) == 1 and "lock" in waited.stderr
+    finally:
+        lock.release()
+    assert credentials(data).returncode == 0  # the lock is free again: renews
+    assert devcluster.stats()["kube_certs_issued"] == 2
