@@ -23,7 +23,10 @@ _FAST_PREFIXES = {
 
 def fast_version(info: str | None) -> str | None:
     """The requested apiVersion when KUBERNETES_EXEC_INFO has the usual shape; None means: parse it fully."""
-    if info is None or not info.strip():
+    if info is None:
+        return V1BETA1
+    info = info.rstrip()  # client-go's JSON encoder ends it with "\n" (kubectl 1.37 does)
+    if not info:
         return V1BETA1
     if not info.endswith("}}"):
         return None

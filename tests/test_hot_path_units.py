@@ -61,6 +61,8 @@ def test_read_fast_hit_and_refusals(tmp_path):
      execcred.V1BETA1),
     (json.dumps({"apiVersion": execcred.V1, "kind": "ExecCredential", "spec": {"interactive": False}}),
      execcred.V1),
+    ('{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false}}\n',
+     execcred.V1),  # kubectl 1.37 ends it with a newline
     ('{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1alpha1","spec":{}}', None),
     ('{"apiVersion":"client.authentication.k8s.io/v1"}', None),
     ("garbage", None),

@@ -264,3 +264,22 @@ def test_lock_held_elsewhere_serves_valid_cert_at_once_and_bounds_the_wait(devcl
         lock.release()
     assert credentials(data).returncode == 0  # the lock is free again: renews
     assert devcluster.stats()["kube_certs_issued"] == 2
+
+
+def test_real_kubectl_exec_info_takes_the_fast_path(devcluster, kubectl, tmp_path):
+    """What kubectl 1.37.1 really puts in KUBERNETES_EXEC_INFO (with its trailing newline) is a fast-path hit."""
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    kubeconfig = data / "kubeconfig.yaml"
+    doc = yaml.safe_load(kubeconfig.read_text())
+    exec_ = doc["users"][0]["user"]["exec"]
+    spy = tmp_path / "spy.sh"
+    captured = tmp_path / "exec-info"
+    spy.write_text(f'#!/bin/sh\nprintf %s "$KUBERNETES_EXEC_INFO" > {captured}\nexec {exec_["command"]} "$@"\n')
+    spy.chmod(0o755)
+    exec_["command"] = str(spy)
+    kubeconfig.write_text(yaml.safe_dump(doc))
+    assert kubectl_run(kubectl, kubeconfig, tmp_path, "get", "pods", "-n", "demo").returncode == 0
+    info = captured.read_text()
+    assert execcred.fast_version(info) == execcred.V1
+    assert execcred.requested_version(info) == execcred.V1
