@@ -6,109 +6,23 @@ polls the ready file (bounded), and on teardown sends SIGTERM and asserts a clea
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import ssl
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-READY_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
-
-
-def devcluster_env() -> dict[str, str]:
-    """The environment for devcluster commands: this checkout first on the import path."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
-def devcluster_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kubectl_teleport.devcluster", *args]
-
-
-@dataclass
-class DevCluster:
-    """A running devcluster and its admin CLI."""
-
-    state_dir: Path
-    proxy: str  # "127.0.0.1:PORT"
-    kube_server: str  # "https://127.0.0.1:PORT"
-    cluster_name: str
-    ca_pin: str
-    user_ca_pem: str
-    process: subprocess.Popen
-    log_path: Path | None = field(default=None, repr=False)
-
-    def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """Run `kubectl-teleport-devcluster ARGS --state-dir DIR`, text output captured."""
-        proc = subprocess.run(devcluster_cmd(*args, "--state-dir", str(self.state_dir)), capture_output=True,
-                              text=True, env=devcluster_env(), timeout=60)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"devcluster {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
-        return proc
-
-    def stats(self) -> dict:
-        """The server's counters (`stats --format json`)."""
-        return json.loads(self.admin("stats", "--format", "json").stdout)
-
-    def add_bot(self, name: str = "robot", roles: str = "machine-id-kube-role",
-                token_ttl: str | None = None) -> dict:
-        """`bots add NAME --roles R --format json`: {"bot", "token", "ca_pins", "proxy", ...}."""
-        args = ["bots", "add", name, "--roles", roles, "--format", "json"]
-        if token_ttl is not None:
-            args += ["--token-ttl", token_ttl]
-        return json.loads(self.admin(*args).stdout)
-
-    def log(self) -> str:
-        """Everything the server wrote to stdout and stderr so far."""
-        return self.log_path.read_text() if self.log_path else ""
-
-    def stop(self) -> None:
-        """SIGTERM and wait; raises when the server does not exit cleanly with 0."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError("devcluster did not stop within 10 s of SIGTERM") from None
-        if self.process.returncode != 0:
-            raise AssertionError(f"devcluster exited with {self.process.returncode}: {self.log()[-2000:]}")
-
-
-def start_devcluster(base: Path, *extra: str, seed: bool = True) -> DevCluster:
-    """Start a devcluster in `base` (state dir, ready file, log) and wait for its ready file."""
-    base.mkdir(parents=True, exist_ok=True)
-    state, ready, log_path = base / "state", base / "ready.json", base / "devcluster.log"
-    args = ["start", "--state-dir", str(state), "--listen", "127.0.0.1:0", "--kube-listen", "127.0.0.1:0",
-            "--ready-file", str(ready), *(["--seed-demo"] if seed else []), *extra]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(devcluster_cmd(*args), stdout=log, stderr=subprocess.STDOUT,
-                                env=devcluster_env())
-    deadline = time.monotonic() + READY_TIMEOUT
-    while not ready.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"devcluster exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise AssertionError(f"devcluster not ready within {READY_TIMEOUT:.0f} s: {log_path.read_text()}")
-        time.sleep(0.02)
-    info = json.loads(ready.read_text())
-    return DevCluster(state, info["proxy"], info["kube_server"], info["cluster_name"], info["ca_pin"],
-                      info["user_ca_pem"], proc, log_path)
+from kubectl_teleport.devcluster.process import (  # noqa: F401 (re-exported for the tests)
+    DevCluster,
+    DevClusterError,
+    devcluster_cmd,
+    devcluster_env,
+    start_devcluster,
+)
 
 
 def _stop_all(clusters: list[DevCluster]) -> None:
@@ -116,7 +30,7 @@ def _stop_all(clusters: list[DevCluster]) -> None:
     for dc in clusters:
         try:
             dc.stop()
-        except AssertionError as e:
+        except DevClusterError as e:
             errors.append(str(e))
     assert not errors, errors
 
