@@ -1,0 +1,86 @@
+"""Several Kubernetes clusters per identity: `kube ls`, repeated `login --kube-cluster`, one context and one
+cache per cluster."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from kubectl_teleport import errors, pki
+from tests.plugin_helpers import KUBE_CLUSTER, cert_of, credentials, kubectl_run, login, make_due, plugin
+
+SECOND = "second-cluster"
+DEV_ONLY_ROLE = """\
+kind: role
+version: v5
+metadata:
+  name: dev-only
+spec:
+  allow:
+    kubernetes_labels:
+      env: dev
+    kubernetes_groups: [example]
+    kubernetes_users: [alice]
+"""
+
+
+def test_kube_ls_lists_what_the_roles_grant(devcluster, tmp_path):
+    role = tmp_path / "role.yaml"
+    role.write_text(DEV_ONLY_ROLE)
+    devcluster.admin("create", "-f", str(role))
+    devcluster.admin("kube", "add", SECOND, "--labels", "env=dev")
+    devcluster.admin("kube", "add", "prod-cluster", "--labels", "env=prod")
+    data = tmp_path / "bot"
+    login(devcluster, data, bot=devcluster.add_bot("devbot", roles="dev-only"))
+    text = plugin("kube", "ls", "--data-dir", str(data))
+    assert text.returncode == 0, text.stderr
+    rows = [line.split() for line in text.stdout.strip().splitlines()]
+    assert rows[0] == ["NAME", "USERS", "GROUPS", "LABELS", "LOGGED", "IN"]
+    assert sorted(rows[1:]) == [[KUBE_CLUSTER, "alice", "example", "env=dev", "yes"],
+                                [SECOND, "alice", "example", "env=dev", "no"]]
+    listed = json.loads(plugin("kube", "ls", "--data-dir", str(data), "-o", "json").stdout)["clusters"]
+    assert {c["name"] for c in listed} == {KUBE_CLUSTER, SECOND}  # prod-cluster is not granted
+    denied = credentials(data, "prod-cluster")
+    assert denied.returncode == errors.ACCESS_DENIED
+
+
+def test_login_with_several_clusters_gives_each_its_context_and_cache(devcluster, kubectl, tmp_path):
+    devcluster.admin("kube", "add", SECOND, "--labels", "env=dev")
+    data = tmp_path / "bot"
+    out = login(devcluster, data, "--kube-cluster", SECOND)
+    assert f"Kubernetes cluster {KUBE_CLUSTER}:" in out.stdout and f"Kubernetes cluster {SECOND}:" in out.stdout
+    kubeconfig = data / "kubeconfig.yaml"
+    doc = yaml.safe_load(kubeconfig.read_text())
+    contexts = {c["name"]: c["context"] for c in doc["contexts"]}
+    names = {n: f"{devcluster.cluster_name}-{n}" for n in (KUBE_CLUSTER, SECOND)}
+    assert set(contexts) == set(names.values())
+    assert doc["current-context"] == names[KUBE_CLUSTER]
+    users = {u["name"]: u["user"]["exec"]["args"] for u in doc["users"]}
+    for cluster, context in names.items():
+        assert users[contexts[context]["user"]][-2:] == ["--kube-cluster", cluster]
+        assert (data / "kube" / f"{cluster}.cred").is_file()
+        cert = pki.load_cert(cert_of(credentials(data, cluster).stdout))
+        assert pki.identity_of(cert).kube_cluster == cluster
+        who = kubectl_run(kubectl, kubeconfig, tmp_path, "--context", context, "auth", "whoami", "-o", "json")
+        assert who.returncode == 0, who.stderr
+        assert json.loads(who.stdout)["status"]["userInfo"]["username"] == "alice"
+    # one cluster's renewal leaves the other's cache byte-identical
+    other = (data / "kube" / f"{SECOND}.cred").read_bytes()
+    first = cert_of(credentials(data, KUBE_CLUSTER).stdout)
+    before = devcluster.stats()["kube_certs_issued"]
+    make_due(data, KUBE_CLUSTER)
+    assert cert_of(credentials(data, KUBE_CLUSTER).stdout) != first
+    assert devcluster.stats()["kube_certs_issued"] == before + 1
+    assert (data / "kube" / f"{SECOND}.cred").read_bytes() == other
+
+
+def test_status_and_logout_cover_every_cluster(devcluster, tmp_path):
+    devcluster.admin("kube", "add", SECOND, "--labels", "env=dev")
+    data = tmp_path / "bot"
+    login(devcluster, data, "--kube-cluster", SECOND)
+    status = json.loads(plugin("status", "--data-dir", str(data), "-o", "json").stdout)
+    assert {c["name"] for c in status["kube_clusters"]} == {KUBE_CLUSTER, SECOND}
+    assert all(c["cached"] for c in status["kube_clusters"])
+    assert plugin("logout", "--data-dir", str(data)).returncode == 0
+    assert not data.exists()
