@@ -3,11 +3,14 @@ every call inside one overall deadline, bounded reads, retries with jitter only 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import signal
 import ssl
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +111,13 @@ class Client:
         content = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if content is not None else {}
         try:
-            with self._http.stream(method, path, content=content, headers=headers,
-                                   timeout=httpx.Timeout(left)) as resp:
+            with _hard_deadline(left), self._http.stream(method, path, content=content, headers=headers,
+                                                         timeout=httpx.Timeout(left)) as resp:
                 raw = _read_capped(resp, action, self.deadline)
                 status = resp.status_code
+        except _DeadlineHit:
+            raise PluginError(f"{action} failed: {self.proxy} did not answer in time; check that the proxy is "
+                              "reachable and try again", UNAVAILABLE) from None
         except httpx.TimeoutException:
             raise _Retryable(PluginError(f"{action} failed: {self.proxy} did not answer in time; check that "
                                          "the proxy is reachable and try again", UNAVAILABLE)) from None
@@ -124,6 +130,30 @@ class Client:
                                          f"({_short(exc)}); check that the proxy is running and reachable",
                                          UNAVAILABLE)) from None
         return _decode(action, status, raw)
+
+
+class _DeadlineHit(BaseException):
+    """Raised by the alarm when a request outlives the deadline (a BaseException so no library swallows it)."""
+
+
+@contextlib.contextmanager
+def _hard_deadline(seconds: float) -> Iterator[None]:
+    """Bound a whole request, not just each socket operation: httpx's timeouts apply per read, so a server
+    dripping one byte at a time could otherwise hold kubectl forever. Main thread only (SIGALRM)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def fire(*_: object) -> None:
+        raise _DeadlineHit
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class _Retryable(Exception):

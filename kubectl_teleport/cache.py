@@ -83,15 +83,29 @@ def decode(data: bytes) -> Entry | None:
     return Entry(renew_at, expires_at, not_after, status)
 
 
-def _private_regular(st: os.stat_result, uid: int) -> bool:
-    """A regular file of ours that group/other cannot read (anything else goes to the careful path)."""
-    return st.st_mode & _MODE_FMT == _MODE_FILE and st.st_uid == uid and not st.st_mode & 0o077
+def _acl(target: str | int) -> bool:
+    try:
+        if isinstance(target, int):
+            return bool(os.getxattr(target, "system.posix_acl_access"))
+        return bool(os.getxattr(target, "system.posix_acl_access", follow_symlinks=False))
+    except OSError:
+        return False
+
+
+def _trusted(st: os.stat_result, uid: int, target: str | int) -> bool:
+    """Nothing for other users; ours without group bits, or shared only through a POSIX ACL (`init`)."""
+    if st.st_mode & 0o007:
+        return False
+    if st.st_uid == uid and not st.st_mode & 0o070:
+        return True
+    return _acl(target)
 
 
 def read_fast(data_dir: str, cluster: str) -> Entry | None:
     """The hot path's read: None for anything unusual, which the careful path then explains or repairs.
 
-    Refuses (returns None for) symlinks, files of other users, files others may read, and corrupt files.
+    Refuses (returns None for) symlinks, files others may read, files of other users that no ACL shares
+    with us (see `kubectl-teleport init`), and corrupt files.
     """
     if not valid_cluster_name(cluster):
         return None
@@ -99,13 +113,14 @@ def read_fast(data_dir: str, cluster: str) -> Entry | None:
     try:
         for d in (data_dir, os.path.join(data_dir, "kube")):
             st = os.lstat(d)
-            if st.st_mode & _MODE_FMT != _MODE_DIR or st.st_uid != uid or st.st_mode & 0o077:
+            if st.st_mode & _MODE_FMT != _MODE_DIR or not _trusted(st, uid, d):
                 return None
         fd = os.open(cache_path(data_dir, cluster), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        if not _private_regular(os.fstat(fd), uid):
+        st = os.fstat(fd)
+        if st.st_mode & _MODE_FMT != _MODE_FILE or not _trusted(st, uid, fd):
             return None
         data = os.read(fd, MAX_SIZE)
     except OSError:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import cache, fsutil
-from .errors import NOT_LOGGED_IN, USAGE, PluginError
+from .errors import NOT_LOGGED_IN, UNSAFE_STATE, USAGE, PluginError
 
 ENV_DATA_DIR = "KUBECTL_TELEPORT_DATA_DIR"
 CONFIG_VERSION = 1
@@ -48,6 +48,8 @@ class Config:
     ttl_seconds: int = 3600
     kube_clusters: dict[str, dict] = field(default_factory=dict)  # name -> {"kube_user": str | None}
     kubeconfigs: list[KubeconfigEntry] = field(default_factory=list)
+    # tbot-style file outputs kept up to date by login/start: {"path": abs dir, "static": bool, "default": cluster}
+    destinations: list[dict] = field(default_factory=list)
     version: int = CONFIG_VERSION
 
     def to_json(self) -> bytes:
@@ -85,8 +87,15 @@ class DataDir:
     def check(self) -> None:
         """Refuse symlinks and shared modes on the directories before trusting anything in them."""
         for d in (self.root, self.kube_dir):
-            if d.exists() or d.is_symlink():
-                fsutil.check_private(d)
+            try:
+                if os.path.lexists(d):
+                    fsutil.check_private(d)
+                    if not os.access(d, os.X_OK):
+                        raise PermissionError(d)
+            except PermissionError:
+                raise PluginError(f"cannot read {d}: permission denied; it belongs to another user (its owner "
+                                  "can share it with `kubectl-teleport init --reader-user`)",
+                                  UNSAFE_STATE) from None
 
     def has_config(self) -> bool:
         return self.config_path.exists()
@@ -109,7 +118,7 @@ class DataDir:
 
     def save_config(self, config: Config) -> None:
         self.create()
-        fsutil.atomic_write(self.config_path, config.to_json())
+        fsutil.atomic_write(self.config_path, config.to_json(), state=True)
 
 
 def check_cluster_name(name: str) -> str:

@@ -75,7 +75,8 @@ def save(dd: DataDir, cert_pem: str, key_pem: str) -> BotIdentity:
     """Commit an identity atomically (one file, so certificate and key can never mix)."""
     ident = parse(cert_pem, key_pem, where="the server's answer")
     dd.create()
-    fsutil.atomic_write(dd.identity_path, (cert_pem.rstrip("\n") + "\n" + key_pem.rstrip("\n") + "\n").encode())
+    data = (cert_pem.rstrip("\n") + "\n" + key_pem.rstrip("\n") + "\n").encode()
+    fsutil.atomic_write(dd.identity_path, data, state=True)
     return ident
 
 
@@ -95,8 +96,8 @@ class Pending:
 
 
 def save_pending(dd: DataDir, pending: Pending) -> None:
-    fsutil.atomic_write(dd.pending_path, json.dumps({"key_pem": pending.key_pem,
-                                                     "for_generation": pending.for_generation}).encode())
+    data = json.dumps({"key_pem": pending.key_pem, "for_generation": pending.for_generation}).encode()
+    fsutil.atomic_write(dd.pending_path, data, state=True)
 
 
 def load_pending(dd: DataDir) -> Pending | None:

@@ -81,7 +81,8 @@ def _replace_identity(dd: DataDir, cfg: Config, cert_pem: str, key_pem: str) -> 
     """Swap in a new identity cleanly: old pending key and cached certificates go."""
     if dd.has_config():
         try:
-            cfg.kubeconfigs = dd.load_config().kubeconfigs
+            old_cfg = dd.load_config()
+            cfg.kubeconfigs, cfg.destinations = old_cfg.kubeconfigs, old_cfg.destinations
         except PluginError:
             pass
     identity.clear_pending(dd)
@@ -122,6 +123,8 @@ def validate(req: LoginRequest) -> tuple[list[str], int]:
         raise PluginError("--proxy HOST:PORT is required with --token", USAGE)
     if req.proxy:
         check_proxy(req.proxy)
+    if req.static and not req.destination:
+        raise PluginError("--static applies to --destination DIR: give both", USAGE)
     if not 60 <= ttl <= 86400:
         raise PluginError("--ttl must be between 1m and 24h", USAGE)
     return pins, ttl
@@ -158,11 +161,12 @@ def login(req: LoginRequest) -> list[str]:
                    f"{ident.generation}, valid until {renewal.rfc3339(ident.not_after)}).")
         for name in req.kube_clusters:
             entry, resp = renewal.issue_kube_cert(dd, cfg, name, deadline, req.kube_user)
-            cfg.kube_clusters[name] = {"kube_user": req.kube_user or resp.get("kubernetes_user")}
             context = req.context or f"{cfg.cluster_name}-{name}"
             kube_ca = [p for p in resp.get("kube_ca_certs") or [] if isinstance(p, str)] or cfg.ca_pems
             server = str(resp.get("server") or cfg.kube_server)
             tls_name = str(resp.get("tls_server_name") or cfg.kube_tls_server_name or "")
+            cfg.kube_clusters[name] = {"kube_user": req.kube_user or resp.get("kubernetes_user"),
+                                       "server": server, "tls_server_name": tls_name, "kube_ca_pems": kube_ca}
             kubeconfig.merge(target, context, kubeconfig.cluster_entry(server, kube_ca, tls_name),
                              kubeconfig.exec_user(dd.root, name))
             record = KubeconfigEntry(str(target), context, name, standalone)
@@ -175,7 +179,12 @@ def login(req: LoginRequest) -> list[str]:
         if req.destination:
             from .outputs import write_destination
 
-            out.extend(write_destination(dd, cfg, Path(req.destination), static=req.static))
+            out.extend(write_destination(dd, cfg, Path(req.destination), static=req.static,
+                                         default=req.kube_clusters[0]))
+        if cfg.destinations:
+            from .outputs import refresh
+
+            out.extend(f"Updated the credential files in {path}" for path in refresh(dd, cfg))
     finally:
         lock.release()
     out.append(f"Wrote kubeconfig {target}")
@@ -201,6 +210,11 @@ def logout(data_dir: str | None) -> list[str]:
             else:
                 kubeconfig.remove(path, entry.name)
             out.append(f"Removed context {entry.name} from {path}")
+        if cfg and cfg.destinations:
+            from .outputs import remove
+
+            for dest in cfg.destinations:
+                out.extend(remove(Path(dest["path"])))
         for name in ("identity_path", "pending_path", "config_path", "kubeconfig_path"):
             getattr(dd, name).unlink(missing_ok=True)
         if dd.kube_dir.is_dir():

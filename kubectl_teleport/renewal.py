@@ -26,6 +26,9 @@ def read_entry(dd: DataDir, cluster: str) -> cache.Entry | None:
         data = fsutil.read_private(dd.cache_path(cluster), cache.MAX_SIZE)
     except FileNotFoundError:
         return None
+    except PermissionError:
+        raise PluginError(f"cannot read {dd.cache_path(cluster)}: permission denied; its owner can share it "
+                          "with `kubectl-teleport init --reader-user`", UNSAFE_STATE) from None
     except OSError as exc:
         raise PluginError(f"cannot read {dd.cache_path(cluster)} ({exc.strerror}); "
                           "remove it if it is a symlink", UNSAFE_STATE) from None
@@ -47,8 +50,9 @@ def store_kube_cert(dd: DataDir, cluster: str, cert_pem: str, key_pem: str) -> c
     renew = min(int(identity.renew_at(not_before, not_after)), expires_at)
     status = execcred.status_json(cert_pem, key_pem, rfc3339(expires_at))
     dd.create()
-    fsutil.atomic_write(dd.cache_path(cluster), cache.encode(renew, expires_at, int(not_after), status))
-    entry = cache.decode(cache.encode(renew, expires_at, int(not_after), status))
+    data = cache.encode(renew, expires_at, int(not_after), status)
+    fsutil.atomic_write(dd.cache_path(cluster), data, state=True)
+    entry = cache.decode(data)
     assert entry is not None
     return entry
 
@@ -62,8 +66,11 @@ def _renew_request(dd: DataDir, cfg: Config, pending: Pending, deadline: api.Dea
 
 
 def current_identity(dd: DataDir, cfg: Config, now: float, deadline: api.Deadline,
-                     *, force: bool = False) -> BotIdentity:
+                     *, force: bool = False, fallback: bool = True) -> BotIdentity:
     """The identity to issue with, renewed first when due (or `force`), finishing an interrupted renewal.
+
+    With `fallback` (kubectl's paths) a failed renewal of a still-valid identity is one warning and the current
+    identity is used; without it (the daemon, which retries with backoff) the error is raised.
 
     Crash safety: the new key is saved as pending before the request; the answer is committed atomically
     and only then is the pending key dropped. A pending key found later is retried as is, and the server's
@@ -87,7 +94,7 @@ def current_identity(dd: DataDir, cfg: Config, now: float, deadline: api.Deadlin
     try:
         resp = _renew_request(dd, cfg, pending, deadline)
     except PluginError as err:
-        if recovering or err.code == IDENTITY_REJECTED:
+        if recovering or err.code == IDENTITY_REJECTED or not fallback:
             raise
         warn(f"{err}; using the current identity until {rfc3339(ident.not_after)}")
         return ident

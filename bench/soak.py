@@ -1,0 +1,200 @@
+"""Crash soak: SIGKILL `credentials` and `login` at random moments during renewal and check what is left.
+
+Each trial makes the cached Kubernetes certificate due and shifts the plugin's clock (kubectl_teleport.clock)
+into the bot identity's renewal window, so every run renews the identity (pending key, POST /v1/bots/renew,
+commit) and then issues a Kubernetes certificate. The run is SIGKILLed after a random delay spread over the
+measured duration of an uninterrupted renewal (some runs finish first). After each trial:
+
+- the cache file and identity.pem parse, and each key matches its certificate (old or new, never mixed);
+- config.json parses;
+- the next ordinary `credentials` call (real clock, the installed plugin) succeeds and serves a matching pair,
+  finishing an interrupted renewal with the pending key if one is left (the server's idempotent retry);
+- the bot is never locked (`locks ls`; `bots ls` still lists it), checked every `--check-locks-every` trials
+  and at the end.
+
+    .dev/venv/bin/python bench/soak.py --trials 200 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from kubectl_teleport import cache, identity, pki  # noqa: E402
+from kubectl_teleport.datadir import DataDir  # noqa: E402
+from tests.devcluster_fixture import start_devcluster  # noqa: E402
+
+KUBE_CLUSTER = "example-k8s-cluster"
+VENV_BIN = Path(sys.executable).parent
+EXEC_INFO = '{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false}}'
+SHIFTED = ("import sys, time\n"
+           "from kubectl_teleport import clock\n"
+           "offset = float(sys.argv[1])\n"
+           "clock.now = lambda: time.time() + offset\n"
+           "from kubectl_teleport.cli import main\n"
+           "sys.exit(main(sys.argv[2:]))\n")
+
+
+class SoakFailure(AssertionError):
+    """A trial left the state damaged, or the next call failed, or the bot got locked."""
+
+
+def _pair_matches(cert_pem: str, key_pem: str) -> bool:
+    return pki.public_keys_equal(pki.load_cert(cert_pem).public_key(), pki.load_private_key(key_pem).public_key())
+
+
+def check_state(data: Path) -> None:
+    """The cache, identity and config are whole and consistent (raise SoakFailure otherwise)."""
+    raw = (data / "kube" / f"{KUBE_CLUSTER}.cred").read_bytes()
+    entry = cache.decode(raw)
+    if entry is None:
+        raise SoakFailure(f"corrupt cache file ({len(raw)} bytes)")
+    status = json.loads(entry.status)
+    if not _pair_matches(status["clientCertificateData"], status["clientKeyData"]):
+        raise SoakFailure("cache: key does not match certificate")
+    ident = identity.load(DataDir(data))  # raises when the key does not match
+    if not ident.cert_pem:
+        raise SoakFailure("empty identity")
+    json.loads((data / "config.json").read_bytes())
+    leftovers = [p.name for p in data.rglob(".*.tmp")]
+    if leftovers:
+        # a temp file may be left by a kill between create and rename; it must never be read, only ignored
+        for p in data.rglob(".*.tmp"):
+            p.unlink()
+
+
+def make_due(data: Path) -> None:
+    path = data / "kube" / f"{KUBE_CLUSTER}.cred"
+    entry = cache.decode(path.read_bytes())
+    from kubectl_teleport import fsutil
+
+    fsutil.atomic_write(path, cache.encode(0, entry.expires_at, entry.not_after, entry.status), state=True)
+
+
+def clock_offset(data: Path) -> float:
+    """Seconds to add to the clock so the identity is due (and not expired)."""
+    ident = identity.load(DataDir(data))
+    return ident.renew_at - time.time() + 5
+
+
+def command(kind: str, data: Path, offset: float) -> list[str]:
+    args = (["credentials", "--data-dir", str(data), "--kube-cluster", KUBE_CLUSTER] if kind == "credentials"
+            else ["login", "--data-dir", str(data), "--kube-cluster", KUBE_CLUSTER])
+    return [str(VENV_BIN / "python"), "-c", SHIFTED, repr(offset), *args]
+
+
+def next_call(data: Path) -> None:
+    out = subprocess.run([str(VENV_BIN / "kubectl-teleport"), "credentials", "--data-dir", str(data),
+                          "--kube-cluster", KUBE_CLUSTER], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO}, check=False)
+    if out.returncode != 0:
+        raise SoakFailure(f"next credentials call failed ({out.returncode}): {out.stderr.strip()}")
+    status = json.loads(out.stdout)["status"]
+    if not _pair_matches(status["clientCertificateData"], status["clientKeyData"]):
+        raise SoakFailure("next call served a key that does not match its certificate")
+
+
+def check_not_locked(dc, bot: str) -> None:
+    locks = dc.admin("locks", "ls", "--format", "json").stdout
+    if bot in locks:
+        raise SoakFailure(f"the bot is locked: {locks.strip()}")
+    if bot not in dc.admin("bots", "ls", "--format", "json").stdout:
+        raise SoakFailure("the bot disappeared")
+
+
+def soak(trials: int, seed: int, base: Path, *, check_locks_every: int = 1,
+         log=print) -> dict:
+    """Run the soak; returns the figures. Raises SoakFailure on the first broken invariant."""
+    rng = random.Random(seed)
+    dc = start_devcluster(base / "devcluster")
+    try:
+        bot = dc.add_bot()
+        data = base / "bot"
+        out = subprocess.run([str(VENV_BIN / "kubectl-teleport"), "login", "--proxy", bot["proxy"], "--token",
+                              bot["token"], "--ca-pin", bot["ca_pins"][0], "--kube-cluster", KUBE_CLUSTER,
+                              "--data-dir", str(data)], capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise SoakFailure(f"login failed: {out.stderr}")
+        # measure an uninterrupted renewal of each kind
+        durations: dict[str, float] = {}
+        for kind in ("credentials", "login"):
+            samples = []
+            for _ in range(2):
+                make_due(data)
+                start = time.monotonic()
+                run = subprocess.run(command(kind, data, clock_offset(data)), capture_output=True, text=True,
+                                     env={**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO}, check=False)
+                samples.append(time.monotonic() - start)
+                if run.returncode != 0:
+                    raise SoakFailure(f"uninterrupted {kind} failed: {run.stderr}")
+            durations[kind] = statistics.median(samples)
+        outcomes: Counter[str] = Counter()
+        gen_start = identity.load(DataDir(data)).generation
+        for i in range(trials):
+            kind = rng.choice(("credentials", "login"))
+            make_due(data)
+            delay = rng.uniform(0.0, durations[kind] * 1.3)
+            proc = subprocess.Popen(command(kind, data, clock_offset(data)), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL,
+                                    env={**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO})
+            time.sleep(delay)
+            killed = proc.poll() is None
+            if killed:
+                proc.send_signal(signal.SIGKILL)
+            rc = proc.wait()
+            outcomes[f"{kind} {'killed' if killed else 'finished' if rc == 0 else f'exit {rc}'}"] += 1
+            if not killed and rc != 0:
+                raise SoakFailure(f"trial {i}: {kind} exited {rc} without being killed")
+            pending = (data / "identity.pending.json").exists()
+            if pending:
+                outcomes["pending key left (recovered by the next call)"] += 1
+            check_state(data)
+            next_call(data)
+            if pending and (data / "identity.pending.json").exists():
+                raise SoakFailure(f"trial {i}: the next call did not finish the interrupted renewal")
+            if check_locks_every and (i + 1) % check_locks_every == 0:
+                check_not_locked(dc, bot["bot"])
+        check_not_locked(dc, bot["bot"])
+        stats = dc.stats()
+        figures = {"trials": trials, "seed": seed, "outcomes": dict(sorted(outcomes.items())),
+                   "renewal_seconds": {k: round(v, 3) for k, v in durations.items()},
+                   "identity_generations": identity.load(DataDir(data)).generation - gen_start,
+                   "server_identity_renewals": stats.get("identity_renewals"),
+                   "server_idempotent_retries": stats.get("idempotent_retries"),
+                   "bot_locked": False}
+        log(json.dumps(figures, indent=2))
+        return figures
+    finally:
+        dc.stop()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=200)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--check-locks-every", type=int, default=1, metavar="N")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kt-soak-") as tmp:
+        try:
+            soak(args.trials, args.seed, Path(tmp), check_locks_every=args.check_locks_every)
+        except SoakFailure as err:
+            print(f"soak: FAILED: {err}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
