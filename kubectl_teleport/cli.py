@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__, errors
 from .errors import PluginError
 
-PROG = "kubectl-teleport"
-DEBUG_ENV = "KUBECTL_TELEPORT_DEBUG"
+PROG = errors.PROG
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,19 +153,5 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None, run: Callable[[argparse.Namespace], int] = _run) -> int:
-    """Parse, run, and turn expected failures into one line on stderr with a documented exit code."""
-    try:
-        args = build_parser().parse_args(argv)
-        return run(args)
-    except PluginError as err:
-        sys.stderr.write(f"{PROG}: error: {err}\n")
-        return err.code
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted\n")
-        return 130
-    except Exception as exc:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        sys.stderr.write(f"{PROG}: internal error: {type(exc).__name__}: {str(exc)[:200]}; "
-                         f"set {DEBUG_ENV}=1 to see the traceback and please report it\n")
-        return errors.INTERNAL
+    """Parse and run; expected failures become one line on stderr with a documented exit code."""
+    return errors.guarded(lambda: run(build_parser().parse_args(argv)))

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import api, clock, datadir, durations, identity, locking, outputs, renewal
+from . import api, clock, datadir, durations, errors, identity, locking, outputs, renewal
 from .errors import INTERNAL, LOCK_TIMEOUT, OK, UNAVAILABLE, USAGE, PluginError
 
 DEFAULT_INTERVAL = 20 * 60
@@ -45,7 +45,6 @@ BACKOFF_CAP = 60.0
 MIN_SLEEP = 10.0  # never wake again sooner after a successful cycle (a certificate already due on arrival)
 LOCK_WAIT = 60.0
 TRANSIENT = (UNAVAILABLE, LOCK_TIMEOUT, INTERNAL)
-DEBUG_ENV = "KUBECTL_TELEPORT_DEBUG"
 
 ALL = frozenset({"*"})
 
@@ -145,7 +144,7 @@ class Daemon:
                 break
             forced = force_clusters is ALL or name in force_clusters
             try:
-                entry = renewal.read_entry(dd, name)
+                entry = dd.read_entry(name)
                 if entry is not None and not forced and self.now() + horizon < entry.renew_at:
                     out.summary.append(f"{name} fresh (renews at {renewal.rfc3339(entry.renew_at)})")
                     out.due.append(entry.renew_at)
@@ -199,7 +198,7 @@ class Daemon:
             try:
                 out = self.cycle(force_identity=force_identity, force_clusters=force_clusters, horizon=horizon)
             except Exception as exc:  # a bug must not kill the bot's only keeper: report, back off, retry
-                if os.environ.get(DEBUG_ENV):
+                if os.environ.get(errors.DEBUG_ENV):
                     raise
                 out = Outcome(errors=[PluginError(f"internal error: {type(exc).__name__}: {str(exc)[:200]}",
                                                   INTERNAL)], identity_failed=force_identity,

@@ -79,6 +79,21 @@ class DataDir:
         check_cluster_name(cluster)
         return Path(cache.cache_path(str(self.root), cluster))
 
+    def read_entry(self, cluster: str) -> cache.Entry | None:
+        """The cluster's cache entry, checked strictly; None when missing or damaged (it will be reissued)."""
+        path = self.cache_path(cluster)
+        try:
+            data = fsutil.read_private(path, cache.MAX_SIZE)
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            raise PluginError(f"cannot read {path}: permission denied; its owner can share it "
+                              "with `kubectl-teleport init --reader-user`", UNSAFE_STATE) from None
+        except OSError as exc:
+            raise PluginError(f"cannot read {path} ({exc.strerror}); remove it if it is a symlink",
+                              UNSAFE_STATE) from None
+        return cache.decode(data)
+
     def create(self) -> None:
         """Create the directory tree with private modes."""
         fsutil.ensure_dir(self.root)

@@ -47,18 +47,27 @@ def fast_credentials(args: list[str]) -> bytes | None:
     return execcred.render(version, entry.status)
 
 
+def _careful(data_dir: str, cluster: str) -> int:
+    """Not a cache hit: the light careful path (no argparse; heavy libraries only for the one renewer)."""
+    from . import credentials, errors
+
+    return errors.guarded(lambda: (execcred.write_stdout(credentials.credentials(data_dir, cluster)), 0)[1])
+
+
 def main() -> int:
     """Run `kubectl-teleport`."""
     argv = sys.argv[1:]
     if argv and argv[0] == "credentials":
-        out = fast_credentials(argv[1:])
-        if out is not None:
-            execcred.write_stdout(out)
-            return 0
-    if sys.flags.no_site:  # the fast launcher starts with -S; everything else wants site-packages and .pth files
-        import site
+        parsed = _fast_args(argv[1:])
+        if parsed is not None:
+            out = fast_credentials(argv[1:])
+            if out is not None:
+                execcred.write_stdout(out)
+                return 0
+            return _careful(*parsed)
+    from . import sitepath
 
-        site.main()
+    sitepath.ensure()  # the fast launcher starts with -S; the full CLI wants site-packages and .pth files
     from .cli import main as cli_main
 
     return cli_main(argv)

@@ -5,6 +5,16 @@ Standard library only: the exec hot path may raise these.
 
 from __future__ import annotations
 
+import os
+import sys
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~10 ms on the careful path
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+PROG = "kubectl-teleport"
+DEBUG_ENV = "KUBECTL_TELEPORT_DEBUG"
+
 OK = 0
 INTERNAL = 1  # a bug: please report it (KUBECTL_TELEPORT_DEBUG=1 shows the traceback)
 USAGE = 2  # bad flags, values or durations
@@ -40,3 +50,21 @@ class PluginError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def guarded(run: Callable[[], int]) -> int:
+    """Run a command; turn expected failures into one line on stderr with a documented exit code."""
+    try:
+        return run()
+    except PluginError as err:
+        sys.stderr.write(f"{PROG}: error: {err}\n")
+        return err.code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        sys.stderr.write(f"{PROG}: internal error: {type(exc).__name__}: {str(exc)[:200]}; "
+                         f"set {DEBUG_ENV}=1 to see the traceback and please report it\n")
+        return INTERNAL

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from . import fsutil, kubeconfig, renewal
+from . import fsutil, kubeconfig
 from .datadir import Config, DataDir
 from .errors import UNSAFE_STATE, USAGE, PluginError
 
@@ -82,7 +82,7 @@ def clusters_of(dd: DataDir, cfg: Config) -> list[str]:
 
 def material(dd: DataDir, cfg: Config, name: str) -> Material | None:
     """The cluster's certificate, key and endpoint from its cache entry; None when nothing is cached."""
-    entry = renewal.read_entry(dd, name)
+    entry = dd.read_entry(name)
     if entry is None:
         return None
     status = json.loads(entry.status)

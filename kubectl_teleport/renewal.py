@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 from . import api, cache, execcred, fsutil, identity, pki
 from .datadir import Config, DataDir
-from .errors import IDENTITY_REJECTED, NOT_LOGGED_IN, UNSAFE_STATE, PluginError
+from .errors import IDENTITY_REJECTED, NOT_LOGGED_IN, PluginError
 from .identity import BotIdentity, Pending
 
 
@@ -18,21 +18,6 @@ def warn(message: str) -> None:
     """One warning line on stderr (kubectl shows it to the user)."""
     sys.stderr.write(f"kubectl-teleport: warning: {message}\n")
     sys.stderr.flush()
-
-
-def read_entry(dd: DataDir, cluster: str) -> cache.Entry | None:
-    """The cluster's cache entry, checked strictly; None when missing or damaged (it will be reissued)."""
-    try:
-        data = fsutil.read_private(dd.cache_path(cluster), cache.MAX_SIZE)
-    except FileNotFoundError:
-        return None
-    except PermissionError:
-        raise PluginError(f"cannot read {dd.cache_path(cluster)}: permission denied; its owner can share it "
-                          "with `kubectl-teleport init --reader-user`", UNSAFE_STATE) from None
-    except OSError as exc:
-        raise PluginError(f"cannot read {dd.cache_path(cluster)} ({exc.strerror}); "
-                          "remove it if it is a symlink", UNSAFE_STATE) from None
-    return cache.decode(data)
 
 
 def rfc3339(ts: float) -> str:

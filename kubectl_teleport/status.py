@@ -30,7 +30,7 @@ def gather(data_dir: str | None) -> dict[str, Any]:
         names |= {p.name.removesuffix(".cred") for p in dd.kube_dir.glob("*.cred")}
     clusters = []
     for name in sorted(names):
-        entry = renewal.read_entry(dd, name)
+        entry = dd.read_entry(name)
         item: dict[str, Any] = {"name": name, "kube_user": (cfg.kube_clusters.get(name) or {}).get("kube_user")}
         if entry is None:
             item.update(state="no certificate yet: issued on the next kubectl call", cached=False)

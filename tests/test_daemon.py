@@ -76,7 +76,7 @@ def bot_dir(devcluster, tmp_path) -> DataDir:
 def test_wakes_early_for_a_due_cert_and_renews_identity_every_interval(devcluster, bot_dir):
     t0 = float(int(time.time()))
     set_renew_at(bot_dir, KUBE_CLUSTER, t0 + 600)  # due 10 min from now, before the 20 min tick
-    old = renewal.read_entry(bot_dir, KUBE_CLUSTER)
+    old = bot_dir.read_entry(KUBE_CLUSTER)
     before = devcluster.stats()
     fc, lines = FakeClock(t0), []
     assert make_daemon(bot_dir, fc, lines).serve() == 0
@@ -87,7 +87,7 @@ def test_wakes_early_for_a_due_cert_and_renews_identity_every_interval(devcluste
     assert after["identity_renewals"] == before["identity_renewals"] + 2
     assert after["kube_certs_issued"] == before["kube_certs_issued"] + 1
     assert t0 + 600 < old.expires_at
-    assert renewal.read_entry(bot_dir, KUBE_CLUSTER).status != old.status
+    assert bot_dir.read_entry(KUBE_CLUSTER).status != old.status
     reasons = [m.group(1) for m in map(re.compile(r"renewal done \((\w+)\)").search, lines) if m]
     assert reasons == ["start", "due", "interval"]
     assert lines[-1] == "stopped"
@@ -111,13 +111,13 @@ def test_reload_renews_everything_exactly_once(devcluster, tmp_path):
     fc, lines = FakeClock(float(int(time.time())), script={1: "hup"}, stop_after=2), []
     d = make_daemon(dd, fc, lines)
     before = devcluster.stats()
-    old = {c: renewal.read_entry(dd, c).status for c in (KUBE_CLUSTER, SECOND)}
+    old = {c: dd.read_entry(c).status for c in (KUBE_CLUSTER, SECOND)}
     d.serve()
     after = devcluster.stats()
     # start renews the identity only (certificates fresh); the reload renews the identity and both certificates
     assert after["identity_renewals"] == before["identity_renewals"] + 2
     assert after["kube_certs_issued"] == before["kube_certs_issued"] + 2
-    assert all(renewal.read_entry(dd, c).status != old[c] for c in old)
+    assert all(dd.read_entry(c).status != old[c] for c in old)
     assert sum("renewal done (reload)" in line for line in lines) == 1
 
 
@@ -302,7 +302,7 @@ def test_oneshot_exit_codes(devcluster, bot_dir, tmp_path):
 
 
 def test_oneshot_renews_certs_due_within_one_interval(devcluster, bot_dir):
-    entry = renewal.read_entry(bot_dir, KUBE_CLUSTER)
+    entry = bot_dir.read_entry(KUBE_CLUSTER)
     set_renew_at(bot_dir, KUBE_CLUSTER, time.time() + 3000)  # due in 50 min: after one 20 min interval
     before = devcluster.stats()["kube_certs_issued"]
     assert plugin("start", "--oneshot", "--data-dir", str(bot_dir.root)).returncode == 0
@@ -310,7 +310,7 @@ def test_oneshot_renews_certs_due_within_one_interval(devcluster, bot_dir):
     set_renew_at(bot_dir, KUBE_CLUSTER, time.time() + 600)  # due in 10 min: before the next run
     assert plugin("start", "--oneshot", "--data-dir", str(bot_dir.root)).returncode == 0
     assert devcluster.stats()["kube_certs_issued"] == before + 1
-    assert renewal.read_entry(bot_dir, KUBE_CLUSTER).status != entry.status
+    assert bot_dir.read_entry(KUBE_CLUSTER).status != entry.status
 
 
 # systemd unit -------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def at(monkeypatch, ts: float) -> None:
 
 def test_identity_due_is_renewed_before_the_kube_cert(devcluster, bot_dir, monkeypatch):
     ident = identity.load(bot_dir)
-    entry = renewal.read_entry(bot_dir, KUBE_CLUSTER)
+    entry = bot_dir.read_entry(KUBE_CLUSTER)
     at(monkeypatch, max(ident.renew_at, entry.renew_at) + 1)
     before = devcluster.stats()
     credentials.credentials(str(bot_dir.root), KUBE_CLUSTER)
