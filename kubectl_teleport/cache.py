@@ -1,6 +1,7 @@
-"""The per-cluster credential cache file: one small file, read with one `os.read` on every kubectl call.
+"""The per-cluster credential cache file: one small file, read with one `posix.read` on every kubectl call.
 
-Standard library only (this module is on the exec hot path; no pathlib, json or re here).
+Standard library only (this module is on the exec hot path): it uses the built-in `posix` module rather than
+`os` (importing `os` and what it pulls in is ~1.5 ms of a ~10 ms start), and no pathlib, json or re.
 
 Format of `<data-dir>/kube/<cluster>.cred` (0600, written atomically by the renewal path):
 
@@ -12,9 +13,7 @@ seconds; `status` is the ExecCredential's `status` object as compact JSON, exact
 when the certificate was issued so every call returns byte-identical PEM until a renewal.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 
 MAGIC = b"KTC1"
 MAX_SIZE = 64 * 1024
@@ -51,12 +50,12 @@ def valid_cluster_name(name: str) -> bool:
 
 def kube_dir(data_dir: str) -> str:
     """The directory holding the per-cluster cache files."""
-    return os.path.join(data_dir, "kube")
+    return data_dir.rstrip("/") + "/kube"
 
 
 def cache_path(data_dir: str, cluster: str) -> str:
     """The cache file of one Kubernetes cluster."""
-    return os.path.join(data_dir, "kube", cluster + ".cred")
+    return f"{kube_dir(data_dir)}/{cluster}.cred"
 
 
 def encode(renew_at: int, expires_at: int, not_after: int, status: bytes) -> bytes:
@@ -86,13 +85,13 @@ def decode(data: bytes) -> Entry | None:
 def _acl(target: str | int) -> bool:
     try:
         if isinstance(target, int):
-            return bool(os.getxattr(target, "system.posix_acl_access"))
-        return bool(os.getxattr(target, "system.posix_acl_access", follow_symlinks=False))
+            return bool(posix.getxattr(target, "system.posix_acl_access"))
+        return bool(posix.getxattr(target, "system.posix_acl_access", follow_symlinks=False))
     except OSError:
         return False
 
 
-def _trusted(st: os.stat_result, uid: int, target: str | int) -> bool:
+def _trusted(st: posix.stat_result, uid: int, target: str | int) -> bool:
     """Nothing for other users; ours without group bits, or shared only through a POSIX ACL (`init`)."""
     if st.st_mode & 0o007:
         return False
@@ -109,22 +108,22 @@ def read_fast(data_dir: str, cluster: str) -> Entry | None:
     """
     if not valid_cluster_name(cluster):
         return None
-    uid = os.geteuid()
+    uid = posix.geteuid()
     try:
-        for d in (data_dir, os.path.join(data_dir, "kube")):
-            st = os.lstat(d)
+        for d in (data_dir, kube_dir(data_dir)):
+            st = posix.lstat(d)
             if st.st_mode & _MODE_FMT != _MODE_DIR or not _trusted(st, uid, d):
                 return None
-        fd = os.open(cache_path(data_dir, cluster), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = posix.open(cache_path(data_dir, cluster), posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
+        st = posix.fstat(fd)
         if st.st_mode & _MODE_FMT != _MODE_FILE or not _trusted(st, uid, fd):
             return None
-        data = os.read(fd, MAX_SIZE)
+        data = posix.read(fd, MAX_SIZE)
     except OSError:
         return None
     finally:
-        os.close(fd)
+        posix.close(fd)
     return decode(data)

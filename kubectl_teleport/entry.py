@@ -1,9 +1,7 @@
-"""Console-script entry point. A cache hit of `credentials` is answered here with the standard library only;
-everything else is handed to the full CLI, which imports what it needs."""
+"""Console-script entry point. A cache hit of `credentials` is answered here with built-in modules only
+(`posix`, `sys`, `time`: not even `os`); everything else is handed to the careful path or the full CLI."""
 
-from __future__ import annotations
-
-import os
+import posix
 import sys
 import time
 
@@ -28,7 +26,7 @@ def _fast_args(args: list[str]) -> tuple[str, str] | None:
             return None
         values[name] = value
     data_dir, cluster = values.get("--data-dir"), values.get("--kube-cluster")
-    if not data_dir or not cluster or not os.path.isabs(data_dir):
+    if not data_dir or not cluster or not data_dir.startswith("/"):
         return None
     return data_dir, cluster
 
@@ -38,7 +36,8 @@ def fast_credentials(args: list[str]) -> bytes | None:
     parsed = _fast_args(args)
     if parsed is None:
         return None
-    version = execcred.fast_version(os.environ.get(execcred.ENV))
+    raw = posix.environ.get(execcred.ENV_BYTES)
+    version = execcred.fast_version(None if raw is None else raw.decode("utf-8", "replace"))
     if version is None:
         return None
     entry = cache.read_fast(*parsed)
@@ -51,7 +50,11 @@ def _careful(data_dir: str, cluster: str) -> int:
     """Not a cache hit: the light careful path (no argparse; heavy libraries only for the one renewer)."""
     from . import credentials, errors
 
-    return errors.guarded(lambda: (execcred.write_stdout(credentials.credentials(data_dir, cluster)), 0)[1])
+    def run() -> int:
+        execcred.write_stdout(credentials.credentials(data_dir, cluster))
+        return errors.OK
+
+    return errors.guarded(run)
 
 
 def main() -> int:

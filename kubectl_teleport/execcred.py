@@ -1,16 +1,16 @@
 """ExecCredential input (KUBERNETES_EXEC_INFO) and output.
 
-Standard library only at import time (hot path); `json` is imported lazily by the careful paths.
+Standard library only at import time (hot path: built-in `posix`, not `os`); `json` and `os` are imported
+lazily by the careful paths.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 
 V1 = "client.authentication.k8s.io/v1"
 V1BETA1 = "client.authentication.k8s.io/v1beta1"
 VERSIONS = (V1, V1BETA1)
 ENV = "KUBERNETES_EXEC_INFO"
+ENV_BYTES = ENV.encode()  # posix.environ has bytes keys
 
 # client-go marshals ExecCredential with these exact prefixes; the Python client with json.dumps spacing.
 _FAST_PREFIXES = {
@@ -43,6 +43,8 @@ def requested_version(info: str | None = None) -> str:
     from .errors import USAGE, PluginError
 
     if info is None:
+        import os
+
         info = os.environ.get(ENV)
     if info is None or not info.strip():
         return V1BETA1
@@ -78,4 +80,4 @@ def write_stdout(data: bytes) -> None:
     """Write all of `data` to fd 1 (no io buffering layers involved)."""
     view = memoryview(data)
     while view:
-        view = view[os.write(1, view):]
+        view = view[posix.write(1, view):]
