@@ -217,25 +217,28 @@ def test_not_logged_in_is_one_clear_line(tmp_path):
     assert out.stderr.count("\n") == 1 and "kubectl-teleport login" in out.stderr
 
 
-def test_cache_hit_imports_no_heavy_library(devcluster, tmp_path):
+def _imported(argv: list[str], env: dict) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run argv under -X importtime; the modules it imported."""
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    mods = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    return out, mods - {"package"}
+
+
+def test_cache_hit_imports_only_our_hot_path_modules(devcluster, tmp_path):
+    """Exactly what kubectl runs (the kubeconfig's exec command: the -IS launcher) imports nothing beyond the
+    interpreter's own start-up but our three hot-path modules: no cryptography, httpx, filelock, platformdirs,
+    yaml, json, re, pathlib, not even os."""
     data = tmp_path / "bot"
     login(devcluster, data)
-    from tests.conftest import VENV_BIN
-
-    probe = (
-        "import sys\n"
-        f"sys.argv = ['kubectl-teleport', 'credentials', '--data-dir', {str(data)!r}, '--kube-cluster', "
-        f"{KUBE_CLUSTER!r}]\n"
-        "from kubectl_teleport.entry import main\n"
-        "rc = main()\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'cryptography', 'httpx', 'filelock', 'platformdirs', 'yaml', 'json', 're', 'pathlib'})\n"
-        "sys.stderr.write(repr((rc, heavy)))\n"
-    )
-    out = subprocess.run([str(VENV_BIN / "python"), "-I", "-c", probe], capture_output=True, text=True,
-                         env={**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO_V1}, check=False)
-    assert out.stderr == "(0, [])"
-    assert json.loads(out.stdout)["kind"] == "ExecCredential"
+    exec_ = yaml.safe_load((data / "kubeconfig.yaml").read_text())["users"][0]["user"]["exec"]
+    launcher = exec_["command"]
+    python, flags = open(launcher).readline()[2:].split()
+    env = {**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO_V1 + "\n"}
+    hit, mods = _imported([python, flags, "-X", "importtime", launcher, *exec_["args"]], env)
+    assert hit.returncode == 0 and json.loads(hit.stdout)["kind"] == "ExecCredential"
+    _, floor = _imported([python, flags, "-X", "importtime", "-c", "pass"], env)
+    assert mods - floor == {"kubectl_teleport", "kubectl_teleport.entry", "kubectl_teleport.cache",
+                            "kubectl_teleport.execcred"}
 
 
 def test_lock_held_elsewhere_serves_valid_cert_at_once_and_bounds_the_wait(devcluster, tmp_path):
