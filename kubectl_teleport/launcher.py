@@ -2,8 +2,8 @@
 
 pip's wrapper imports `re` and starts the interpreter without flags. Ours runs the venv interpreter with
 `-I -S` (isolated, no `site` at start-up) and puts the venv's site-packages on `sys.path` itself, so a cache hit
-costs about as much as starting the interpreter. Paths that need third-party libraries call `site.main()` first (sitepath.py), so
-`.pth` files and everything else `site` does still apply there.
+costs about as much as starting the interpreter. Paths that need third-party libraries call `site.main()`
+first (sitepath.py), so `.pth` files and everything else `site` does still apply there.
 
 Usage: python -m kubectl_teleport.launcher TARGET   (writes TARGET atomically, mode 0755)
 """
