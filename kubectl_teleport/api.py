@@ -73,6 +73,21 @@ def tls_context(ca_pems: list[str] | None, identity_file: Path | None = None) ->
     return ctx
 
 
+def http_proxy_for(address: str) -> str | None:
+    """The HTTP proxy to tunnel through: $HTTPS_PROXY (or $ALL_PROXY) unless $NO_PROXY covers the host.
+
+    Only the proxy variables are honoured (not netrc or SSL_CERT_FILE, as httpx's trust_env would); TLS is still
+    verified end to end against the pinned CA through the CONNECT tunnel.
+    """
+    import urllib.request
+
+    host = address.rpartition(":")[0].strip("[]")
+    if urllib.request.proxy_bypass_environment(host):
+        return None
+    proxies = urllib.request.getproxies_environment()
+    return proxies.get("https") or proxies.get("all")
+
+
 class Client:
     """A connection to one proxy; use as a context manager."""
 
@@ -81,7 +96,8 @@ class Client:
         self.proxy = proxy
         self.deadline = deadline or Deadline()
         self._http = httpx.Client(base_url=f"https://{proxy}/v1", verify=tls_context(ca_pems, identity_file),
-                                  headers={"User-Agent": USER_AGENT}, trust_env=False)
+                                  headers={"User-Agent": USER_AGENT}, proxy=http_proxy_for(proxy),
+                                  trust_env=False)
 
     def __enter__(self) -> Client:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,11 @@ import pytest
 pytest_plugins = ["tests.devcluster_fixture", "tests.kubectl_fixture"]
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Tests talk to servers on loopback: a proxy from the environment must not get in the way (test_https_proxy
+# sets its own).
+for _name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+    os.environ.pop(_name, None)
 VENV_BIN = Path(sys.executable).parent
 
 
