@@ -136,6 +136,11 @@ def demo(kubectl: str | None, keep: bool = False) -> int:
             _say("4. No kubectl on PATH (give --kubectl PATH): doing what kubectl would do",
                  "run the exec plugin, then call the Kubernetes API with the certificate it returned")
             _without_kubectl(kubeconfig)
+        _say("5. kubectl-teleport status", "what the bot holds now; the next kubectl call is a cache hit")
+        from .status import status
+
+        for line in status(str(data_dir), "text"):
+            print(f"    {line}")
         _say("Done.", "kubectl renews the certificate through the plugin when a third of its life is left; "
              "`kubectl-teleport status` shows it, and `kubectl-teleport start` keeps an idle bot alive.")
         return 0

@@ -14,6 +14,7 @@ def test_demo_with_real_kubectl(kubectl, tmp_path):
     assert "$ kubectl get pods -n demo" in out.stdout
     assert "web-" in out.stdout and "Running" in out.stdout
     assert "alice" in out.stdout and "example" in out.stdout
+    assert "kubectl gets: cached" in out.stdout  # the status step
     assert "-----BEGIN" not in out.stdout + out.stderr
     assert list(tmp_path.glob("kubectl-teleport-demo-*")) == []  # cleaned up
 
