@@ -31,16 +31,13 @@ def _fast_args(args: list[str]) -> tuple[str, str] | None:
     return data_dir, cluster
 
 
-def fast_credentials(args: list[str]) -> bytes | None:
+def fast_credentials(data_dir: str, cluster: str) -> bytes | None:
     """The ExecCredential for a cache hit, or None when the careful path must decide."""
-    parsed = _fast_args(args)
-    if parsed is None:
-        return None
     raw = posix.environ.get(execcred.ENV_BYTES)
     version = execcred.fast_version(None if raw is None else raw.decode("utf-8", "replace"))
     if version is None:
         return None
-    entry = cache.read_fast(*parsed)
+    entry = cache.read_fast(data_dir, cluster)
     if entry is None or not entry.fresh(time.time()):
         return None
     return execcred.render(version, entry.status)
@@ -63,7 +60,7 @@ def main() -> int:
     if argv and argv[0] == "credentials":
         parsed = _fast_args(argv[1:])
         if parsed is not None:
-            out = fast_credentials(argv[1:])
+            out = fast_credentials(*parsed)
             if out is not None:
                 execcred.write_stdout(out)
                 return 0

@@ -111,11 +111,11 @@ def test_fast_args(args, parsed):
 
 def test_fast_credentials_hit_and_due(tmp_path, monkeypatch):
     write_cache(tmp_path, renew_at=2_000)
-    args = ["--data-dir", str(tmp_path), "--kube-cluster", "c1"]
+    args = (str(tmp_path), "c1")
     monkeypatch.setenv(execcred.ENV, '{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1",'
                                      '"spec":{"interactive":false}}')
     monkeypatch.setattr(entry.time, "time", lambda: 1_999.0)
-    out = entry.fast_credentials(args)
+    out = entry.fast_credentials(*args)
     assert json.loads(out)["apiVersion"] == execcred.V1
     monkeypatch.setattr(entry.time, "time", lambda: 2_000.0)
-    assert entry.fast_credentials(args) is None
+    assert entry.fast_credentials(*args) is None
