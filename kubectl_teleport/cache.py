@@ -83,10 +83,14 @@ def decode(data: bytes) -> Entry | None:
 
 
 def _acl(target: str | int) -> bool:
+    """True when `target` carries a POSIX access ACL (Linux; elsewhere there are none)."""
+    getxattr = getattr(posix, "getxattr", None)
+    if getxattr is None:
+        return False
     try:
         if isinstance(target, int):
-            return bool(posix.getxattr(target, "system.posix_acl_access"))
-        return bool(posix.getxattr(target, "system.posix_acl_access", follow_symlinks=False))
+            return bool(getxattr(target, "system.posix_acl_access"))
+        return bool(getxattr(target, "system.posix_acl_access", follow_symlinks=False))
     except OSError:
         return False
 
