@@ -82,8 +82,9 @@ def decode(data: bytes) -> Entry | None:
     return Entry(renew_at, expires_at, not_after, status)
 
 
-def _acl(target: str | int) -> bool:
-    """True when `target` carries a POSIX access ACL (Linux; elsewhere there are none)."""
+def has_acl(target: str | int) -> bool:
+    """True when `target` (a path or fd) carries a POSIX access ACL, as `init` sets (Linux only; the one
+    check, shared with fsutil)."""
     getxattr = getattr(posix, "getxattr", None)
     if getxattr is None:
         return False
@@ -101,7 +102,7 @@ def _trusted(st: posix.stat_result, uid: int, target: str | int) -> bool:
         return False
     if st.st_uid == uid and not st.st_mode & 0o070:
         return True
-    return _acl(target)
+    return has_acl(target)
 
 
 def read_fast(data_dir: str, cluster: str) -> Entry | None:

@@ -17,6 +17,7 @@ import stat
 import struct
 from pathlib import Path
 
+from .cache import has_acl
 from .errors import UNSAFE_STATE, PluginError
 
 DIR_MODE = 0o700
@@ -87,16 +88,6 @@ def _check_owner_and_mode(path: Path, st: os.stat_result, fd: int | None = None)
             raise PluginError(f"{path} is owned by uid {st.st_uid}, not by you; fix its owner "
                               "(or share it with `kubectl-teleport init`)", UNSAFE_STATE)
     _refuse_shared(path, st, fd)
-
-
-def has_acl(target: Path | str | int) -> bool:
-    """True when `target` (a path or fd) carries a POSIX access ACL (as `kubectl-teleport init` sets)."""
-    try:
-        if isinstance(target, int):
-            return bool(os.getxattr(target, ACL_ACCESS))
-        return bool(os.getxattr(target, ACL_ACCESS, follow_symlinks=False))
-    except OSError:
-        return False
 
 
 def _refuse_shared(path: Path, st: os.stat_result, fd: int | None = None) -> None:
