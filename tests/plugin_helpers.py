@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+
+import yaml
 
 from kubectl_teleport import cache
 from tests.conftest import bin_path
@@ -54,3 +57,10 @@ def make_due(data_dir: Path, cluster: str = KUBE_CLUSTER, *, expired: bool = Fal
 
 def cert_of(output: str) -> str:
     return json.loads(output)["status"]["clientCertificateData"]
+
+
+def edit_exec(kubeconfig: Path, change: Callable[[dict], None]) -> None:
+    """Apply `change` to the first user's exec stanza of a kubeconfig file."""
+    doc = yaml.safe_load(kubeconfig.read_text())
+    change(doc["users"][0]["user"]["exec"])
+    kubeconfig.write_text(yaml.safe_dump(doc))

@@ -16,6 +16,7 @@ from tests.plugin_helpers import (
     KUBE_CLUSTER,
     cert_of,
     credentials,
+    edit_exec,
     kubectl_run,
     login,
     make_due,
@@ -63,11 +64,12 @@ def test_v1beta1_exec_stanza_works(devcluster, kubectl, tmp_path):
     data = tmp_path / "bot"
     login(devcluster, data)
     kubeconfig = data / "kubeconfig.yaml"
-    doc = yaml.safe_load(kubeconfig.read_text())
-    exec_ = doc["users"][0]["user"]["exec"]
-    exec_["apiVersion"] = execcred.V1BETA1
-    exec_.pop("interactiveMode")
-    kubeconfig.write_text(yaml.safe_dump(doc))
+
+    def beta(exec_: dict) -> None:
+        exec_["apiVersion"] = execcred.V1BETA1
+        exec_.pop("interactiveMode")
+
+    edit_exec(kubeconfig, beta)
     pods = kubectl_run(kubectl, kubeconfig, tmp_path, "get", "pods", "-n", "demo", "-o", "name")
     assert pods.returncode == 0, pods.stderr
     assert all(line.startswith("pod/") for line in pods.stdout.split())
@@ -274,14 +276,15 @@ def test_real_kubectl_exec_info_takes_the_fast_path(devcluster, kubectl, tmp_pat
     data = tmp_path / "bot"
     login(devcluster, data)
     kubeconfig = data / "kubeconfig.yaml"
-    doc = yaml.safe_load(kubeconfig.read_text())
-    exec_ = doc["users"][0]["user"]["exec"]
     spy = tmp_path / "spy.sh"
     captured = tmp_path / "exec-info"
-    spy.write_text(f'#!/bin/sh\nprintf %s "$KUBERNETES_EXEC_INFO" > {captured}\nexec {exec_["command"]} "$@"\n')
-    spy.chmod(0o755)
-    exec_["command"] = str(spy)
-    kubeconfig.write_text(yaml.safe_dump(doc))
+
+    def through_spy(exec_: dict) -> None:
+        spy.write_text(f'#!/bin/sh\nprintf %s "$KUBERNETES_EXEC_INFO" > {captured}\nexec {exec_["command"]} "$@"\n')
+        spy.chmod(0o755)
+        exec_["command"] = str(spy)
+
+    edit_exec(kubeconfig, through_spy)
     assert kubectl_run(kubectl, kubeconfig, tmp_path, "get", "pods", "-n", "demo").returncode == 0
     info = captured.read_text()
     assert execcred.fast_version(info) == execcred.V1
