@@ -396,9 +396,9 @@ def test_backend_down_gives_a_closed_connection(backends: dict[str, TLSBackend],
 def test_connections_over_the_limit_are_closed(backends: dict[str, TLSBackend]) -> None:
     log: list[str] = []
     with Router(("127.0.0.1", 0), {"web": backends["web"].address}, max_connections=1, log=log.append) as router, \
-            socket.create_connection(router.address, timeout=IO_TIMEOUT) as first, \
+            socket.create_connection(router.address, timeout=IO_TIMEOUT) as _held, \
             socket.create_connection(router.address, timeout=IO_TIMEOUT) as second:
-        assert wait_closed(second) == b""  # `first` was accepted before it and holds the only slot
+        assert wait_closed(second) == b""  # `_held` was accepted before it and holds the only slot
         assert len(log) == 1 and "refused: over 1 connections" in log[0]
 
 
