@@ -31,7 +31,7 @@ import yaml  # noqa: E402
 from cryptography import x509  # noqa: E402
 from measure import Cmd, Spawner  # noqa: E402
 
-from kubectl_teleport.devcluster.process import DevCluster, start_devcluster  # noqa: E402
+from harness.devcluster import DevCluster, start_devcluster  # noqa: E402
 
 KUBE_CLUSTER = "example-k8s-cluster"
 HOT_PATH_MODULES = ("entry.py", "cache.py", "execcred.py", "__init__.py")

@@ -33,8 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kubectl_teleport import cache, identity, pki  # noqa: E402
-from kubectl_teleport.datadir import DataDir  # noqa: E402
+from kubectl_teleport import cache, pki  # noqa: E402
+from kubectl_teleport.store import identity  # noqa: E402
+from kubectl_teleport.store.datadir import DataDir  # noqa: E402
 from tests.devcluster_fixture import start_devcluster  # noqa: E402
 
 KUBE_CLUSTER = "example-k8s-cluster"

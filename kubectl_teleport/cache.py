@@ -8,9 +8,10 @@ Format of `<data-dir>/kube/<cluster>.cred` (0600, written atomically by the rene
     KTC1 <renew_at> <expires_at> <not_after> <length>\\n
     <status>
 
-`renew_at`, `expires_at` (NotAfter - 1 min, the ExecCredential expirationTimestamp) and `not_after` are Unix
-seconds; `status` is the ExecCredential's `status` object as compact JSON, exactly `length` bytes, rendered once
-when the certificate was issued so every call returns byte-identical PEM until a renewal.
+`renew_at`, `expires_at` (the ExecCredential expirationTimestamp) and `not_after` are Unix seconds on this
+machine's clock, with margins scaled to the certificate's lifetime (policy.timing); `status` is the
+ExecCredential's `status` object as compact JSON, exactly `length` bytes, rendered once when the certificate
+was issued so every call returns byte-identical PEM until a renewal.
 """
 
 import posix
@@ -83,8 +84,8 @@ def decode(data: bytes) -> Entry | None:
 
 
 def has_acl(target: str | int) -> bool:
-    """True when `target` (a path or fd) carries a POSIX access ACL, as `init` sets (Linux only; the one
-    check, shared with fsutil)."""
+    """True when `target` (a path or fd) carries a POSIX access ACL, as `init` sets (Linux only: where there are
+    no extended attributes, as on macOS, there are no ACLs; the one check, shared with store/)."""
     getxattr = getattr(posix, "getxattr", None)
     if getxattr is None:
         return False
@@ -105,28 +106,42 @@ def _trusted(st: posix.stat_result, uid: int, target: str | int) -> bool:
     return has_acl(target)
 
 
+def dirs_trusted(data_dir: str) -> bool:
+    """True when the data dir and its `kube/` are real directories that are ours or shared by an ACL (the
+    careful path then knows a missing cache file is simply missing)."""
+    uid = posix.geteuid()
+    try:
+        for d in (data_dir, kube_dir(data_dir)):
+            st = posix.lstat(d)
+            if st.st_mode & _MODE_FMT != _MODE_DIR or not _trusted(st, uid, d):
+                return False
+    except OSError:
+        return False
+    return True
+
+
 def read_fast(data_dir: str, cluster: str) -> Entry | None:
     """The hot path's read: None for anything unusual, which the careful path then explains or repairs.
 
     Refuses (returns None for) symlinks, files others may read, files of other users that no ACL shares
     with us (see `kubectl-teleport init`), and corrupt files.
     """
-    if not valid_cluster_name(cluster):
+    if not valid_cluster_name(cluster) or not dirs_trusted(data_dir):
         return None
-    uid = posix.geteuid()
     try:
-        for d in (data_dir, kube_dir(data_dir)):
-            st = posix.lstat(d)
-            if st.st_mode & _MODE_FMT != _MODE_DIR or not _trusted(st, uid, d):
-                return None
         fd = posix.open(cache_path(data_dir, cluster), posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
     except OSError:
         return None
     try:
         st = posix.fstat(fd)
-        if st.st_mode & _MODE_FMT != _MODE_FILE or not _trusted(st, uid, fd):
+        if st.st_mode & _MODE_FMT != _MODE_FILE or not _trusted(st, posix.geteuid(), fd):
             return None
-        data = posix.read(fd, MAX_SIZE)
+        data = b""
+        while len(data) < MAX_SIZE:  # a file read may come back short
+            chunk = posix.read(fd, MAX_SIZE - len(data))
+            if not chunk:
+                break
+            data += chunk
     except OSError:
         return None
     finally:

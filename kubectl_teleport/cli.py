@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import math
 from collections.abc import Callable, Sequence
 
 from . import __version__, errors
-from .errors import PluginError
 
 PROG = errors.PROG
 
@@ -15,7 +16,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as our one line with exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise PluginError(f"{message} (see `{self.prog} --help`)", errors.USAGE)
+        raise errors.UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def _exit_codes_epilog() -> str:
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="merge into $KUBECONFIG's first file or ~/.kube/config")
     login.add_argument("--context", help="context name (default <teleport-cluster>-<kube-cluster>)")
     login.add_argument("--ttl", metavar="DURATION", help="certificate lifetime to ask for (default 1h)")
-    login.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS",
+    login.add_argument("--timeout", type=_seconds(3600), default=15.0, metavar="SECONDS",
                        help="bound on all network calls (default 15)")
     login.add_argument("--destination", metavar="DIR",
                        help="also write tbot-style files (tlscert, key, tlscacerts, kubeconfig.yaml) to DIR")
@@ -53,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     cred = sub.add_parser("credentials", help="print an ExecCredential (what kubectl runs)")
     cred.add_argument("--data-dir", required=True)
     cred.add_argument("--kube-cluster", required=True)
-    cred.add_argument("--lock-timeout", type=float, default=30.0, metavar="SECONDS",
+    cred.add_argument("--lock-timeout", type=_seconds(3600), default=30.0, metavar="SECONDS",
                       help="how long to wait for another renewal when no valid certificate is cached")
-    cred.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS",
+    cred.add_argument("--timeout", type=_seconds(3600), default=15.0, metavar="SECONDS",
                       help="bound on all network calls (default 15)")
 
     status = sub.add_parser("status", help="show the identity and each cluster's certificate")
@@ -97,59 +98,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print(lines: Sequence[str]) -> None:
-    for line in lines:
-        print(line)
+def _seconds(limit: float) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds in [0, limit]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
+        if not math.isfinite(value) or not 0 <= value <= limit:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r}: give seconds between 0 and {limit:g}")
+        return value
+    return parse
+
+
+# command name (or "kube ls") -> module in kubectl_teleport.commands; each has run(args) -> int
+COMMANDS = {
+    "login": "login", "credentials": "credentials", "status": "status", "logout": "logout",
+    "kube ls": "kube", "init": "init", "start": "start", "systemd-unit": "systemd_unit", "demo": "demo",
+}
 
 
 def _run(args: argparse.Namespace) -> int:
-    cmd = args.command
-    if cmd == "credentials":
-        from . import credentials, execcred
-
-        execcred.write_stdout(credentials.credentials(args.data_dir, args.kube_cluster, wait=args.lock_timeout,
-                                                      timeout=args.timeout))
-    elif cmd == "login":
-        from .login import LoginRequest, login
-
-        _print(login(LoginRequest(
-            proxy=args.proxy, token=args.token, ca_pins=args.ca_pin, kube_clusters=args.kube_cluster,
-            kube_user=args.kube_user, data_dir=args.data_dir, kubeconfig=args.kubeconfig, merge=args.merge,
-            context=args.context, ttl=args.ttl, timeout=args.timeout, destination=args.destination,
-            static=args.static)))
-    elif cmd == "status":
-        from .status import status
-
-        _print(status(args.data_dir, args.output))
-    elif cmd == "logout":
-        from .login import logout
-
-        _print(logout(args.data_dir))
-    elif cmd == "kube" and args.kube_command == "ls":
-        from .kubels import kube_ls
-
-        _print(kube_ls(args.data_dir, args.output))
-    elif cmd == "init":
-        from .initdir import init_command
-
-        _print(init_command(args.data_dir, args.bot_user, args.reader_user, args.owner, args.acls))
-    elif cmd == "start":
-        from .daemon import run
-
-        return run(args.data_dir, oneshot=args.oneshot, interval=args.renewal_interval,
-                   destination=args.destination, static=args.static)
-    elif cmd == "systemd-unit":
-        from .systemd import unit_text
-
-        _print([unit_text(args.data_dir, args.user)])
-    elif cmd == "demo":
-        from .demo import demo
-
-        return demo(args.kubectl, keep=args.keep)
-    else:
+    name = args.command if args.command != "kube" else f"kube {args.kube_command}"
+    module = COMMANDS.get(name or "")
+    if module is None:
         build_parser().print_help()
         return errors.USAGE
-    return errors.OK
+    return importlib.import_module(f".commands.{module}", __package__).run(args)
 
 
 def main(argv: Sequence[str] | None = None, run: Callable[[argparse.Namespace], int] = _run) -> int:

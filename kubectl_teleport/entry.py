@@ -1,5 +1,6 @@
 """Console-script entry point. A cache hit of `credentials` is answered here with built-in modules only
-(`posix`, `sys`, `time`: not even `os`); everything else is handed to the careful path or the full CLI."""
+(`posix`, `sys`, `time`: not even `os`); everything else is handed to the careful path or the full CLI.
+Every path runs inside the same error guard: one line on stderr, a documented exit code, no traceback."""
 
 import posix
 import sys
@@ -45,18 +46,13 @@ def fast_credentials(data_dir: str, cluster: str) -> bytes | None:
 
 def _careful(data_dir: str, cluster: str) -> int:
     """Not a cache hit: the light careful path (no argparse; heavy libraries only for the one renewer)."""
-    from . import credentials, errors
+    from .commands import credentials
 
-    def run() -> int:
-        execcred.write_stdout(credentials.credentials(data_dir, cluster))
-        return errors.OK
-
-    return errors.guarded(run)
+    execcred.write_stdout(credentials.credentials(data_dir, cluster))
+    return 0
 
 
-def main() -> int:
-    """Run `kubectl-teleport`."""
-    argv = sys.argv[1:]
+def _run(argv: list[str]) -> int:
     if argv and argv[0] == "credentials":
         parsed = _fast_args(argv[1:])
         if parsed is not None:
@@ -71,3 +67,15 @@ def main() -> int:
     from .cli import main as cli_main
 
     return cli_main(argv)
+
+
+def main() -> int:
+    """Run `kubectl-teleport`."""
+    try:
+        return _run(sys.argv[1:])
+    except BaseException as err:  # the one guard; SystemExit (argparse's --help) passes through
+        if isinstance(err, SystemExit):
+            raise
+        from .errors import report
+
+        return report(err)

@@ -37,10 +37,10 @@ def fast_version(info: str | None) -> str | None:
 
 
 def requested_version(info: str | None = None) -> str:
-    """Parse KUBERNETES_EXEC_INFO fully; PluginError(USAGE) when it is malformed or of another version."""
+    """Parse KUBERNETES_EXEC_INFO fully; UsageError when it is malformed or of another version."""
     import json
 
-    from .errors import USAGE, PluginError
+    from .errors import UsageError
 
     if info is None:
         import os
@@ -49,16 +49,17 @@ def requested_version(info: str | None = None) -> str:
     if info is None or not info.strip():
         return V1BETA1
     try:
+        if len(info) > 1 << 20:
+            raise ValueError("too long")
         obj = json.loads(info)
-    except ValueError:
-        raise PluginError(f"{ENV} is not valid JSON; run this command through kubectl or unset {ENV}",
-                          USAGE) from None
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to be an ExecCredential
+        raise UsageError(f"{ENV} is not valid JSON; run this command through kubectl or unset {ENV}") from None
     version = obj.get("apiVersion") if isinstance(obj, dict) else None
     if not isinstance(obj, dict) or obj.get("kind", "ExecCredential") != "ExecCredential":
-        raise PluginError(f"{ENV} is not an ExecCredential object; run this command through kubectl", USAGE)
+        raise UsageError(f"{ENV} is not an ExecCredential object; run this command through kubectl")
     if version not in VERSIONS:
-        raise PluginError(f"{ENV} asks for apiVersion {str(version)[:60]!r}, which this plugin does not speak; "
-                          f"set the kubeconfig's exec apiVersion to {V1} or {V1BETA1}", USAGE)
+        raise UsageError(f"{ENV} asks for apiVersion {str(version)[:60]!r}, which this plugin does not speak; "
+                         f"set the kubeconfig's exec apiVersion to {V1} or {V1BETA1}")
     return version
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kubectl_teleport.devcluster.process import (  # noqa: F401 (re-exported for the tests)
+from harness.devcluster import (  # noqa: F401 (re-exported for the tests)
     DevCluster,
     DevClusterError,
     devcluster_cmd,

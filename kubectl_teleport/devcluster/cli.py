@@ -432,11 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", INTERNAL)
     except Exception as e:
-        from ..errors import PluginError
+        from .files import UnsafePath
         from .server import ListenError
 
         if isinstance(e, ListenError):
             return _fail(str(e), CANNOT_LISTEN)
-        if isinstance(e, PluginError):
-            return _fail(e.message, NOT_INITIALISED)
+        if isinstance(e, UnsafePath):
+            return _fail(str(e), NOT_INITIALISED)
         return _fail(f"internal error: {type(e).__name__}: {e}", INTERNAL)

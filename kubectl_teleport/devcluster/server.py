@@ -12,8 +12,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import fsutil, pki
-from . import store
+from .. import pki
+from . import files, store
 from .authapi import AuthApiHandler
 from .authority import Authority
 from .bootstrap import initialise
@@ -64,12 +64,12 @@ class ServingConfig:
 
 def _serving_files(state_dir: Path, name: str, host_ca: CertAuthority, hosts: list[str]) -> tuple[str, str]:
     """A fresh serving key and certificate for this run, written 0600 under the state dir's run/."""
-    run = fsutil.ensure_dir(state_dir / RUN_DIR)
+    run = files.ensure_dir(state_dir / RUN_DIR)
     key = pki.generate_key()
     cert = issue_serving_cert(host_ca, key.public_key(), name, hosts, pki.utcnow())
     cert_file, key_file = run / f"{name}.crt", run / f"{name}.key"
-    fsutil.atomic_write(key_file, pki.private_key_pem(key).encode())
-    fsutil.atomic_write(cert_file, pki.cert_pem(cert).encode())
+    files.write_file(key_file, pki.private_key_pem(key).encode())
+    files.write_file(cert_file, pki.cert_pem(cert).encode())
     return str(cert_file), str(key_file)
 
 
@@ -121,7 +121,7 @@ def serve(cfg: ServingConfig) -> int:
     if cfg.ready_file is not None:
         ready = {"proxy": proxy, "kube_server": f"https://{kube_addr}", "cluster_name": cluster, "ca_pin": pin,
                  "user_ca_pem": user_ca_pem, "pid": os.getpid()}
-        fsutil.atomic_write(cfg.ready_file, json.dumps(ready, indent=2).encode() + b"\n", mode=0o644)
+        files.write_file(cfg.ready_file, json.dumps(ready, indent=2).encode() + b"\n", mode=0o644)
     print(f"devcluster {cluster}: auth API https://{proxy}, Kubernetes https://{kube_addr}, CA pin {pin}",
           flush=True)
     try:

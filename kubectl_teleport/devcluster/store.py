@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .. import fsutil
+from . import files
 
 DB_NAME = "devcluster.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -77,11 +77,11 @@ def _configure(conn: sqlite3.Connection) -> sqlite3.Connection:
 
 def create(state_dir: Path) -> sqlite3.Connection:
     """Create the state directory (0700) and database file (0600, WAL) if needed, and the schema."""
-    fsutil.ensure_dir(Path(state_dir))
+    files.ensure_dir(Path(state_dir))
     path = db_path(state_dir)
     if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, fsutil.FILE_MODE))
-    fsutil.check_private(path)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, files.FILE_MODE))
+    files.check_private(path)
     conn = _configure(sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                       check_same_thread=False))
     conn.execute("PRAGMA journal_mode = WAL")

@@ -1,0 +1,103 @@
+"""`kubectl-teleport status`: what the identity and each cluster's certificate look like right now.
+
+A reader (of `init --reader-user`) sees the certificates it can read; the identity is the bot user's."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .. import clock, fmt
+from ..errors import PluginError
+from ..store import identity
+from ..store.datadir import resolve
+
+
+def gather(data_dir: str | None) -> dict[str, Any]:
+    """The status as a JSON-ready dict."""
+    dd = resolve(data_dir)
+    dd.check()
+    now = clock.now()
+    report: dict[str, Any] = {"data_dir": str(dd.root)}
+    try:
+        cfg = dd.load_config()
+    except PluginError as err:
+        if dd.writable() or not dd.exists():
+            raise
+        cfg = None  # a reader: the config and the identity are the bot user's
+        report["reader"] = True
+        report["identity"] = {"error": f"not readable by this user ({err})"}
+    if cfg is not None:
+        report.update(proxy=cfg.proxy, cluster_name=cfg.cluster_name, bot=cfg.bot)
+        try:
+            ident = identity.load(dd)
+            report["identity"] = {
+                "generation": ident.generation, "expires": fmt.rfc3339(ident.not_after),
+                "seconds_left": int(ident.not_after - now), "renewal_due": now >= ident.renew_at(),
+                "expired": now >= ident.not_after, "renewal_pending": dd.pending_path.exists(),
+            }
+        except PluginError as err:
+            report["identity"] = {"error": str(err)}
+    names = set(cfg.kube_clusters if cfg else ()) | set(dd.entry_clusters())
+    clusters = []
+    for name in sorted(names):
+        try:
+            entry = dd.read_entry(name)
+        except PluginError as err:
+            clusters.append({"name": name, "state": f"unreadable: {err}", "cached": False})
+            continue
+        item: dict[str, Any] = {"name": name, "kube_user": cfg.cluster(name).kube_user if cfg else None}
+        if entry is None:
+            item.update(state="no certificate yet: issued on the next kubectl call", cached=False)
+        else:
+            state = ("cached" if entry.fresh(now) else
+                     "cached; renews on the next kubectl call" if entry.valid(now) else
+                     "expired: renews on the next kubectl call")
+            item.update(not_after=fmt.rfc3339(entry.not_after), expires=fmt.rfc3339(entry.expires_at),
+                        seconds_left=int(entry.expires_at - now), cached=entry.fresh(now), state=state)
+        clusters.append(item)
+    report["kube_clusters"] = clusters
+    return report
+
+
+def render_text(report: dict[str, Any]) -> list[str]:
+    """Human lines for `status`."""
+    lines = []
+    if "proxy" in report:
+        lines += [f"Proxy:      {report['proxy']} (Teleport cluster {report['cluster_name']})",
+                  f"Bot:        {report['bot']}"]
+    lines.append(f"Data dir:   {report['data_dir']}" + (" (read-only for this user)" if report.get("reader") else ""))
+    ident = report["identity"]
+    if "error" in ident:
+        lines.append(f"Identity:   {ident['error']}")
+    else:
+        left = "expired" if ident["expired"] else f"{fmt.format_duration(ident['seconds_left'])} left"
+        extra = "; renewal due" if ident["renewal_due"] and not ident["expired"] else ""
+        extra += "; an interrupted renewal will be finished" if ident["renewal_pending"] else ""
+        lines.append(f"Identity:   generation {ident['generation']}, valid until {ident['expires']} "
+                     f"({left}{extra})")
+    lines.append("Kubernetes clusters:" if report["kube_clusters"] else "Kubernetes clusters: none")
+    for item in report["kube_clusters"]:
+        user = f" as {item['kube_user']}" if item.get("kube_user") else ""
+        if "expires" in item:
+            left = fmt.format_duration(max(0, item["seconds_left"]))
+            lines.append(f"  {item['name']}{user}: valid until {item['not_after']}, kubectl uses it until "
+                         f"{item['expires']} ({left} left); kubectl gets: {item['state']}")
+        else:
+            lines.append(f"  {item['name']}{user}: {item['state']}")
+    return lines
+
+
+def status(data_dir: str | None, output: str) -> list[str]:
+    report = gather(data_dir)
+    if output == "json":
+        return [json.dumps(report, indent=2)]
+    return render_text(report)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`kubectl-teleport status`."""
+    for line in status(args.data_dir, args.output):
+        print(line)
+    return 0

@@ -1,0 +1,221 @@
+"""tbot-compatible file outputs (`--destination DIR` on `login` and `start`) for applications that read files.
+
+Layout of a destination (every file 0600, directories 0700, each written atomically; see docs/cli.md):
+
+    DIR/tlscert            the default cluster's Kubernetes client certificate (PEM)
+    DIR/key                its private key (PEM)
+    DIR/tlscacerts         the CA certificates of its Kubernetes endpoint (PEM)
+    DIR/identity           key, certificate and CAs in one file: a pair that always matches
+    DIR/kubeconfig.yaml    one context per cluster (`<teleport-cluster>-<kube-cluster>`), current: the default
+    DIR/clusters/<name>/   with several clusters, the same five files for each cluster
+
+The default cluster is the first `--kube-cluster` of the login that set up the destination, so adding a
+cluster later never moves the files an application already reads. kubeconfig.yaml runs this plugin (`exec`,
+reading the identity's cache) unless the destination is `static`, which embeds certificate and key.
+`tlscert` and `key` are two files replaced one after the other; read `identity` or the static kubeconfig when
+a reader must never see them from two issuances.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import Config, Destination
+from ..errors import UnsafeState, UsageError
+from ..store import files
+from ..store.datadir import DataDir
+from . import kubeconfig
+
+FILES = ("tlscert", "key", "tlscacerts", "identity", "kubeconfig.yaml")
+CLUSTERS_DIR = "clusters"
+
+
+@dataclass
+class Material:
+    """What one cluster's files are made of."""
+
+    name: str
+    cert_pem: str
+    key_pem: str
+    ca_pems: list[str]
+    server: str
+    tls_server_name: str
+
+
+def check_destination(dd: DataDir, dest: Path) -> Path:
+    """The absolute destination; refuse the data dir itself or a place inside it (its files would clash)."""
+    dest = Path(dest).expanduser().absolute()
+    if dest == dd.root or dd.root in dest.parents:
+        raise UsageError(f"--destination {dest} is inside the data dir {dd.root}: choose a directory outside "
+                          "it")
+    return dest
+
+
+def record(cfg: Config, dest: Path, static: bool, default: str | None) -> bool:
+    """Remember the destination in the config (so `start` keeps it updated); True when the config changed."""
+    item = Destination(str(dest), static, default)
+    for i, old in enumerate(cfg.destinations):
+        if old.path == str(dest):
+            item.default = old.default or default
+            if old == item:
+                return False
+            cfg.destinations[i] = item
+            return True
+    cfg.destinations.append(item)
+    return True
+
+
+def clusters_of(dd: DataDir, cfg: Config) -> list[str]:
+    """Every cluster of the identity: those login set up, then those issued on first use (sorted)."""
+    return sorted(set(cfg.kube_clusters) | set(dd.entry_clusters()))
+
+
+def material(dd: DataDir, cfg: Config, name: str) -> Material | None:
+    """The cluster's certificate, key and endpoint from its cache entry; None when nothing is cached."""
+    entry = dd.read_entry(name)
+    if entry is None:
+        return None
+    status = json.loads(entry.status)
+    info = cfg.cluster(name)
+    return Material(name, status["clientCertificateData"], status["clientKeyData"], info.ca_pems or cfg.ca_pems,
+                    info.server or cfg.kube_server, info.tls_server_name or cfg.kube_tls_server_name)
+
+
+def _kubeconfig(dd: DataDir, cfg: Config, items: list[Material], static: bool) -> bytes:
+    doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Config", "preferences": {},
+                           "clusters": [], "users": [], "contexts": [],
+                           "current-context": f"{cfg.cluster_name}-{items[0].name}"}
+    for m in items:
+        context = f"{cfg.cluster_name}-{m.name}"
+        if static:
+            user: dict[str, Any] = {"client-certificate-data": base64.b64encode(m.cert_pem.encode()).decode(),
+                                    "client-key-data": base64.b64encode(m.key_pem.encode()).decode()}
+        else:
+            user = kubeconfig.exec_user(dd.root, m.name)
+        doc["clusters"].append({"name": context,
+                                "cluster": kubeconfig.cluster_entry(m.server, m.ca_pems, m.tls_server_name)})
+        doc["users"].append({"name": context, "user": user})
+        doc["contexts"].append({"name": context, "context": {"cluster": context, "user": context}})
+    return yaml.safe_dump(doc, default_flow_style=False, sort_keys=False).encode()
+
+
+def _pem(*parts: str) -> bytes:
+    return "".join(p.rstrip("\n") + "\n" for p in parts).encode()
+
+
+def _put(directory: files.Dir, name: str, data: bytes) -> bool:
+    """Write atomically unless the file already holds exactly `data` (watchers see no change then)."""
+    try:
+        if directory.read(name, len(data) + 1) == data:
+            return False
+    except (OSError, UnsafeState):
+        pass
+    directory.write(name, data)
+    return True
+
+
+def _write_set(path: Path, dd: DataDir, cfg: Config, items: list[Material], static: bool) -> bool:
+    """The five files for items[0] (kubeconfig.yaml with every item); True when any file changed."""
+    m = items[0]
+    changed = False
+    with files.Dir.open(path, create=True) as directory:
+        # identity first (always a matching pair), then key before certificate, the kubeconfig last
+        for name, data in (("tlscacerts", _pem(*m.ca_pems)),
+                           ("identity", _pem(m.key_pem, m.cert_pem, *m.ca_pems)),
+                           ("key", _pem(m.key_pem)), ("tlscert", _pem(m.cert_pem)),
+                           ("kubeconfig.yaml", _kubeconfig(dd, cfg, items, static))):
+            changed |= _put(directory, name, data)
+        directory.remove_stale_temps()
+    return changed
+
+
+def write(dd: DataDir, cfg: Config, dest: Destination) -> tuple[bool, list[str]]:
+    """Bring one recorded destination up to date from the caches; (changed, clusters without a certificate)."""
+    path = Path(dest.path)
+    names = clusters_of(dd, cfg)
+    default = dest.default
+    if default in names:
+        names.remove(default)
+        names.insert(0, default)
+    items, missing = [], []
+    for name in names:
+        m = material(dd, cfg, name)
+        if m is None:
+            missing.append(name)
+        else:
+            items.append(m)
+    if not items:
+        return False, missing
+    static = dest.static
+    try:
+        changed = _write_set(path, dd, cfg, items, static)
+        if len(items) > 1:
+            for m in items:
+                changed |= _write_set(path / CLUSTERS_DIR / m.name, dd, cfg, [m], static)
+    except OSError as exc:
+        raise UnsafeState(f"cannot write the destination {path} ({exc.strerror}); check its owner and "
+                          "permissions") from None
+    return changed, missing
+
+
+def refresh(dd: DataDir, cfg: Config) -> list[str]:
+    """Update every recorded destination; the paths that changed. Caller holds the identity's lock."""
+    changed = []
+    for dest in cfg.destinations:
+        if write(dd, cfg, dest)[0]:
+            changed.append(dest.path)
+    return changed
+
+
+def add(dd: DataDir, cfg: Config, dest: Path, *, static: bool, default: str | None) -> Destination:
+    """Validate, record (saving the config when it changed) and return the destination's record."""
+    path = check_destination(dd, dest)
+    try:
+        files.ensure_dir(path)  # refuses a symlink or a file there before it is recorded
+    except OSError as exc:
+        raise UnsafeState(f"cannot create the destination {path} ({exc.strerror}); check the path and its "
+                          "permissions") from None
+    if record(cfg, path, static, default):
+        dd.save_config(cfg)
+    return next(d for d in cfg.destinations if d.path == str(path))
+
+
+def write_destination(dd: DataDir, cfg: Config, dest: Path, *, static: bool = False,
+                      default: str | None = None) -> list[str]:
+    """`login --destination DIR`: record DIR and write its files now; the lines to print.
+
+    Called by login with the identity's lock held. `default` is the cluster of the top-level files.
+    """
+    default = default or next(iter(cfg.kube_clusters), None)
+    item = add(dd, cfg, dest, static=static, default=default)
+    _, missing = write(dd, cfg, item)
+    kind = "static kubeconfig" if static else "exec kubeconfig"
+    out = [f"Wrote tlscert, key, tlscacerts, identity and kubeconfig.yaml ({kind}) to {item.path}; "
+           "`kubectl-teleport start` keeps them renewed"]
+    if missing:
+        out.append(f"No certificate cached yet for {', '.join(missing)}: not in {item.path} until issued")
+    return out
+
+
+def remove(dest: Path) -> list[str]:
+    """Delete the files a destination holds (only ours) and its directories when empty (logout)."""
+    removed = False
+    for directory in [*sorted((dest / CLUSTERS_DIR).glob("*")), dest / CLUSTERS_DIR, dest]:
+        if directory.is_symlink() or not directory.is_dir():
+            continue
+        for name in FILES:
+            target = directory / name
+            if target.is_file() and not target.is_symlink():
+                target.unlink()
+                removed = True
+        try:
+            directory.rmdir()
+        except OSError:
+            pass
+    return [f"Removed the credential files in {dest}"] if removed else []

@@ -1,0 +1,101 @@
+"""The identity's lock: `flock` on `<data-dir>/lock` (never on a data file), one per identity.
+
+The kernel drops an flock when its holder dies, so a killed process never leaves a stale lock behind. The lock
+file itself is never removed (unlinking an flock file while others may be waiting on it is a race).
+Standard library only: 100 processes waiting at once must not each pay for importing a lock library
+(filelock 4 costs ~50 ms of CPU to import, four times the interpreter's start-up; see docs/design.md).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import time
+
+from ..errors import LockTimeout, UnsafeState
+
+DEFAULT_WAIT = 30.0
+_POLL_FIRST, _POLL_MAX = 0.005, 0.05
+
+
+class Timeout(Exception):
+    """The lock was not had in time."""
+
+
+class IdentityLock:
+    """An exclusive flock on one lock file; the file is created 0600 and never followed through a symlink."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR):
+                raise UnsafeState(f"{self.path} is not a regular lock file (a symlink or a directory?); "
+                                  "remove it and retry") from None
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise UnsafeState(f"cannot open the lock {self.path} ({exc.strerror}); renewing is the job of "
+                                  "the user that owns the data dir") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeState(f"{self.path} is not a regular lock file; remove it and retry")
+        return fd
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free right now."""
+        if self._fd is not None:
+            return True
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def acquire(self, timeout: float = DEFAULT_WAIT) -> None:
+        """Wait at most `timeout` seconds for the lock (0: try once); raise Timeout after that."""
+        end = time.monotonic() + timeout
+        pause = _POLL_FIRST
+        while not self.try_acquire():
+            left = end - time.monotonic()
+            if left <= 0:
+                raise Timeout(self.path)
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, _POLL_MAX)
+
+    def acquire_or_fail(self, timeout: float, where: object) -> IdentityLock:
+        """`acquire`, turning a timeout into LockTimeout naming `where`; returns self."""
+        try:
+            self.acquire(timeout)
+        except Timeout:
+            raise timeout_error(where, timeout) from None
+        return self
+
+    def release(self) -> None:
+        """Let go (closing the descriptor drops the flock)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def __enter__(self) -> IdentityLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def timeout_error(where: object, wait: float) -> LockTimeout:
+    """The error for a lock not had within `wait` seconds (`where`: the data dir)."""
+    return LockTimeout(f"another kubectl-teleport process held the lock on {where} for more than {wait:g}s; "
+                       "try again, or look for a hung process")
