@@ -12,7 +12,10 @@ measured duration of an uninterrupted renewal (some runs finish first). After ea
 - the bot is never locked (`locks ls`; `bots ls` still lists it), checked every `--check-locks-every` trials
   and at the end.
 
-    .dev/venv/bin/python bench/soak.py --trials 200 --seed 1
+    .dev/venv/bin/python -m bench.soak --trials 200 --seed 1      (from the repository root)
+
+The killed processes and the checking calls run the kubectl-teleport installed next to this interpreter
+(install.sh --dev); the checks themselves use this checkout's modules.
 """
 
 from __future__ import annotations
@@ -30,13 +33,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from kubectl_teleport import cache, pki  # noqa: E402
-from kubectl_teleport.store import identity  # noqa: E402
-from kubectl_teleport.store.datadir import DataDir  # noqa: E402
-from tests.devcluster_fixture import start_devcluster  # noqa: E402
+from harness.devcluster import start_devcluster
+from kubectl_teleport import cache, pki
+from kubectl_teleport.store import identity
+from kubectl_teleport.store.datadir import DataDir
 
 KUBE_CLUSTER = "example-k8s-cluster"
 VENV_BIN = Path(sys.executable).parent
@@ -78,23 +78,25 @@ def check_state(data: Path) -> None:
 
 
 def make_due(data: Path) -> None:
-    path = data / "kube" / f"{KUBE_CLUSTER}.cred"
-    entry = cache.decode(path.read_bytes())
-    from kubectl_teleport import fsutil
-
-    fsutil.atomic_write(path, cache.encode(0, entry.expires_at, entry.not_after, entry.status), state=True)
+    """Set the cache entry's renew-at to 0 (expiry and NotAfter kept), written atomically."""
+    dd = DataDir(data)
+    entry = dd.read_entry(KUBE_CLUSTER)
+    if entry is None:
+        raise SoakFailure("no cache entry to make due")
+    with dd.kube() as kube:
+        kube.write(dd.entry_name(KUBE_CLUSTER), cache.encode(0, entry.expires_at, entry.not_after, entry.status))
 
 
 def clock_offset(data: Path) -> float:
     """Seconds to add to the clock so the identity is due (and not expired)."""
     ident = identity.load(DataDir(data))
-    return ident.renew_at - time.time() + 5
+    return ident.renew_at() - time.time() + 5
 
 
 def command(kind: str, data: Path, offset: float) -> list[str]:
     args = (["credentials", "--data-dir", str(data), "--kube-cluster", KUBE_CLUSTER] if kind == "credentials"
             else ["login", "--data-dir", str(data), "--kube-cluster", KUBE_CLUSTER])
-    return [str(VENV_BIN / "python"), "-c", SHIFTED, repr(offset), *args]
+    return [str(VENV_BIN / "python"), "-I", "-c", SHIFTED, repr(offset), *args]
 
 
 def next_call(data: Path) -> None:
