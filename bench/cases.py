@@ -1,4 +1,4 @@
-"""The four measurements of issue 4, each returning table rows and the correctness failures it found."""
+"""The measurements of bench.run, each returning table rows; correctness failures are collected in `Setup`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from measure import Cmd, Run, Spawner, median, pair_ratio_median, percentile, walls
 
+from bench.measure import Cmd, Run, Spawner, median, pair_ratio_median, percentile, walls
 from kubectl_teleport import cache
 
 HEAVY = ("cryptography", "httpx", "filelock", "platformdirs", "yaml", "json", "re", "pathlib", "argparse")
@@ -228,27 +228,42 @@ def kubectl_get_pods(s: Setup, kubectl: Path, login_kubeconfig: Path, rounds: in
 
 # 3. stampede -----------------------------------------------------------------------------------------------
 
-def stampede(s: Setup, n: int) -> list[Row]:
-    before_cert = json.loads(s.hit_output)["status"]["clientCertificateData"]
-    set_cache(s, expired=True)
+def remove_cache(s: Setup) -> None:
+    """Delete the cluster's cache file: the certificate is simply absent (one unlink is atomic)."""
+    os.unlink(cache.cache_path(str(s.data_dir), s.cluster))
+
+
+def stampede(s: Setup, n: int, *, missing: bool = False) -> list[Row]:
+    """`n` `credentials` released at once on an expired cache entry, or with `missing` on no cache file."""
+    what = "missing certificate" if missing else "expired cache"
+    label = f"stampede ({n}, {'missing' if missing else 'expired'})"
+    with open(cache.cache_path(str(s.data_dir), s.cluster), "rb") as fh:
+        old = cache.decode(fh.read())
+    before_cert = json.loads(old.status)["clientCertificateData"] if old is not None else None
+    if missing:
+        remove_cache(s)
+    else:
+        set_cache(s, expired=True)
     before = s.dc.stats()
     runs = s.spawner.gate([s.plugin] * n)
     after = s.dc.stats()
     kube = after["kube_certs_issued"] - before["kube_certs_issued"]
     ident = after["identity_renewals"] - before["identity_renewals"]
-    all_ok(s, "stampede", runs)
+    all_ok(s, label, runs)
     certs = {check_credential(s, r.stdout, s.api_version) for r in runs if r.ok}
     if None in certs or len(certs) != 1 or before_cert in certs:
-        s.fail(f"stampede: expected one new valid certificate for all {n}, got {len(certs)} distinct "
+        s.fail(f"{label}: expected one new valid certificate for all {n}, got {len(certs)} distinct "
                f"(invalid: {None in certs}, old one served: {before_cert in certs})")
     if kube != 1:
-        s.fail(f"stampede: {kube} kube certificate issuances, expected exactly 1")
+        s.fail(f"{label}: {kube} kube certificate issuances, expected exactly 1")
     if ident > 1:
-        s.fail(f"stampede: {ident} identity renewals, expected at most 1")
+        s.fail(f"{label}: {ident} identity renewals, expected at most 1")
+    if not cache_fresh(s):
+        s.fail(f"{label}: the cache is not fresh afterwards")
     w = walls(runs)
     p50, p99 = percentile(w, 50), percentile(w, 99)
     return [
-        Row(f"3. stampede: {n} concurrent, expired cache, p50", "", ms(p50), "", "", ""),
+        Row(f"3. stampede: {n} concurrent, {what}, p50", "", ms(p50), "", "", ""),
         Row(f"   stampede p99 (max {max(w) * 1000:.0f} ms)", "", ms(p99), "", "<= 2 s", verdict(p99 <= 2.0)),
         Row("   stampede: kube issuances / identity renewals", "", f"{kube} / {ident}", "", "1 / <= 1",
             verdict(kube == 1 and ident <= 1)),
@@ -282,4 +297,74 @@ def cold_renewal(s: Setup, n: int) -> list[Row]:
             f"{fig / s.hit_median:.1f}x", "<= 300 ms", verdict(fig <= 0.3)),
         Row("   cold renewal: kube issuances / identity renewals", "", f"{kube} / {ident}", "", f"{n} / -",
             verdict(kube == n)),
+    ]
+
+
+# 5. due certificate, hanging issuer ----------------------------------------------------------------------
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write `path` atomically (temp file 0600, fsync, rename), as the plugin writes its state."""
+    tmp = path.with_name(f".{path.name}.bench-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def hanging_issuer(s: Setup, n: int) -> list[Row]:
+    """A due but valid certificate while the issuer accepts connections and never answers: `n` calls, one
+    after another, each must serve the cached certificate with exactly one warning line."""
+    from harness.faults import TcpFaultProxy
+
+    config_path = s.data_dir / "config.json"
+    original = config_path.read_bytes()
+    cfg = json.loads(original)
+    before = s.dc.stats()
+    runs: list[Run] = []
+    served_ok = warned_once = 0
+    with TcpFaultProxy(cfg["proxy"], "hang") as hang:
+        replace_file(config_path, json.dumps({**cfg, "proxy": hang.address}, indent=2, sort_keys=True).encode()
+                     + b"\n")
+        try:
+            for _ in range(n):
+                set_cache(s, expired=False)
+                with open(cache.cache_path(str(s.data_dir), s.cluster), "rb") as fh:
+                    cached = cache.decode(fh.read())
+                [run] = s.spawner.seq([s.plugin])
+                runs.append(run)
+                if not run.ok:
+                    continue
+                served = check_credential(s, run.stdout, s.api_version)
+                if served is None or cached is None or served != json.loads(cached.status)["clientCertificateData"]:
+                    s.fail("hanging issuer: the output is not the cached certificate")
+                else:
+                    served_ok += 1
+                lines = run.stderr.decode(errors="replace").splitlines()
+                if len(lines) != 1 or "warning" not in lines[0]:
+                    s.fail(f"hanging issuer: expected exactly one warning line on stderr, got {len(lines)}: "
+                           f"{lines[:3]!r}")
+                else:
+                    warned_once += 1
+        finally:
+            replace_file(config_path, original)
+        connections = hang.connections
+    after = s.dc.stats()
+    kube = after["kube_certs_issued"] - before["kube_certs_issued"]
+    all_ok(s, "hanging issuer", runs)
+    if connections < n:
+        s.fail(f"hanging issuer: {connections} connections to the hanging issuer for {n} calls; the calls did "
+               "not try to renew")
+    if kube != 0:
+        s.fail(f"hanging issuer: {kube} kube issuances reached the devcluster, expected 0")
+    w = walls(runs)
+    fig, worst = median(w), max(w)
+    return [
+        Row(f"5. due cert, hanging issuer: median of {n}", ms(s.hit_median), ms(fig), f"{fig / s.hit_median:.0f}x",
+            "<= 2.5 s", verdict(fig <= 2.5)),
+        Row(f"   due cert, hanging issuer: max of {n}", "", ms(worst), "", "<= 2.5 s", verdict(worst <= 2.5)),
+        Row("   due cert, hanging issuer: exit 0 / cached cert / 1 warning line", "",
+            f"{sum(r.ok for r in runs)} / {served_ok} / {warned_once}", "", f"{n} / {n} / {n}",
+            verdict(sum(r.ok for r in runs) == served_ok == warned_once == n)),
     ]

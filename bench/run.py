@@ -1,6 +1,6 @@
-"""kubectl-teleport benchmarks (issue 4): cache hit, kubectl get pods, stampede, cold renewal.
+"""kubectl-teleport benchmarks: cache hit, kubectl get pods, stampedes, cold renewal, a hanging issuer.
 
-    .dev/venv/bin/python bench/run.py [--quick] [--keep]
+    .dev/venv/bin/python -m bench.run [--quick] [--keep]      (from the repository root)
 
 Measures the plugin installed next to this interpreter (`<venv>/bin/kubectl-teleport`, as `install.sh` writes
 it) against a devcluster of this checkout that the bench starts and stops itself. Timing is Python's
@@ -18,23 +18,21 @@ import platform
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.append(str(REPO))  # for tests.kubectl_fixture; the installed kubectl_teleport stays first
+import yaml
+from cryptography import x509
 
-import cases  # noqa: E402
-import yaml  # noqa: E402
-from cryptography import x509  # noqa: E402
-from measure import Cmd, Spawner  # noqa: E402
+from bench import cases
+from bench.measure import Cmd, Spawner
+from harness.devcluster import DevCluster, start_devcluster
+from harness.kubectl import ensure_kubectl
 
-from harness.devcluster import DevCluster, start_devcluster  # noqa: E402
-
+REPO = Path(__file__).resolve().parent.parent
 KUBE_CLUSTER = "example-k8s-cluster"
-HOT_PATH_MODULES = ("entry.py", "cache.py", "execcred.py", "__init__.py")
 
 
 def machine() -> list[str]:
@@ -74,15 +72,16 @@ def kubectl_exec_info(kubectl: Path, kubeconfig: dict, tmp: Path) -> str:
         sys.exit("bench: kubectl did not run the exec command; cannot capture KUBERNETES_EXEC_INFO")
 
 
-def installed_differs(plugin_bin: Path) -> list[str]:
-    """Hot-path modules whose installed copy differs from this checkout (the bench measures the installed one)."""
-    import kubectl_teleport
-
-    installed = Path(kubectl_teleport.__file__).parent
-    if installed == REPO / "kubectl_teleport":
+def installed_differs() -> list[str]:
+    """Modules whose installed copy differs from this checkout (the bench measures the installed one)."""
+    installed = Path(sysconfig.get_path("purelib")) / "kubectl_teleport"
+    checkout = REPO / "kubectl_teleport"
+    if installed.resolve() == checkout.resolve():
         return []
-    return [m for m in HOT_PATH_MODULES
-            if (REPO / "kubectl_teleport" / m).read_bytes() != (installed / m).read_bytes()]
+    names = sorted({p.relative_to(checkout) for p in checkout.rglob("*.py")} |
+                   {p.relative_to(installed) for p in installed.rglob("*.py")})
+    return [str(n) for n in names if not (checkout / n).is_file() or not (installed / n).is_file()
+            or (checkout / n).read_bytes() != (installed / n).read_bytes()]
 
 
 def hot_path_imports(s: cases.Setup) -> list[str]:
@@ -149,25 +148,24 @@ def main() -> int:
     opts = ap.parse_args()
     hit_rounds, hit_warm, kube_rounds, kube_warm, renewals = (
         (12, 3, 5, 2, 4) if opts.quick else (60, 5, 20, 3, 12))
-    stampede_n = 100
+    hang_calls = 5 if opts.quick else 10
 
     for line in machine():
         print(line)
     tmp = Path(tempfile.mkdtemp(prefix="kubectl-teleport-bench-"))
     dc = None
     try:
-        from tests.kubectl_fixture import ensure_kubectl
-
         kubectl = ensure_kubectl()
         dc = start_devcluster(tmp / "devcluster")
         scratch = tmp / "scratch"
         scratch.mkdir()
         s, kubeconfig_path = setup(tmp, dc, Spawner(sys.executable, scratch), kubectl)
-        stale = installed_differs(Path(s.plugin.argv[0]))
+        stale = installed_differs()
         print(f"plugin:  {' '.join(s.plugin.argv[:1])} (first line: "
               f"{Path(s.plugin.argv[0]).read_text().split(chr(10), 1)[0]})")
         if stale:
-            print(f"WARNING: the installed {', '.join(stale)} differ from this checkout; "
+            print(f"WARNING: the installed {', '.join(stale[:8])}{' ...' if len(stale) > 8 else ''} differ from "
+                  "this checkout; "
                   "re-run ./install.sh --dev --prefix .dev to measure the checkout")
         print(f"kubectl: {kubectl}; it sets KUBERNETES_EXEC_INFO={s.plugin.env['KUBERNETES_EXEC_INFO']!r}")
         mods = hot_path_imports(s)
@@ -180,8 +178,11 @@ def main() -> int:
         t0 = time.monotonic()
         for step in (lambda: cases.cache_hit(s, hit_rounds, hit_warm),
                      lambda: cases.kubectl_get_pods(s, kubectl, kubeconfig_path, kube_rounds, kube_warm),
-                     lambda: cases.stampede(s, stampede_n),
-                     lambda: cases.cold_renewal(s, renewals)):
+                     lambda: cases.stampede(s, 100),
+                     lambda: cases.stampede(s, 300),
+                     lambda: cases.stampede(s, 300, missing=True),
+                     lambda: cases.cold_renewal(s, renewals),
+                     lambda: cases.hanging_issuer(s, hang_calls)):
             rows += step()
         print(table(rows))
         print(f"\n(ratios are figure / baseline; {time.monotonic() - t0:.0f} s; load average at end: "
