@@ -175,14 +175,14 @@ def init_command(data_dir: str, bot_user: str, reader_user: str, owner: str | No
     lines = [f"Prepared {dd.root} (owner {owner_text}, mode 0700, files 0600)."]
     applied = False
     if acls != "off":
-        acl = plan(uid, bot.pw_uid, reader.pw_uid)
+        values = plan(uid, bot.pw_uid, reader.pw_uid)
         try:
-            _set_acl(dd.root, acl.ACL_ACCESS, acl["root"])
-            _set_acl(dd.root, acl.ACL_DEFAULT, acl["root_default"])
-            _set_acl(dd.kube_dir, acl.ACL_ACCESS, acl["kube"])
-            _set_acl(dd.kube_dir, acl.ACL_DEFAULT, acl["kube_default"])
+            _set_acl(dd.root, acl.ACL_ACCESS, values["root"])
+            _set_acl(dd.root, acl.ACL_DEFAULT, values["root_default"])
+            _set_acl(dd.kube_dir, acl.ACL_ACCESS, values["kube"])
+            _set_acl(dd.kube_dir, acl.ACL_DEFAULT, values["kube_default"])
             for path, key in existing:
-                _set_acl(path, acl.ACL_ACCESS, acl[key])
+                _set_acl(path, acl.ACL_ACCESS, values[key])
             applied = True
         except OSError as exc:
             for path in (dd.root, dd.kube_dir):

@@ -145,10 +145,12 @@ def login(req: LoginRequest) -> list[str]:
     req.token = req.token or os.environ.get(ENV_TOKEN) or None
     pins, ttl = validate(req)
     dd = resolve(req.data_dir, req.proxy)
-    if dd.exists():
+    fresh_dir = not dd.exists()
+    if not fresh_dir:
         dd.check()
     target, standalone = _kubeconfig_target(req, dd)
-    kubeconfig.preflight(target)
+    if not standalone:
+        kubeconfig.preflight(target)  # the standalone one lives in the data dir, whose room is reserved below
     if not req.token and not dd.has_config():
         raise NotLoggedIn(f"no identity in {dd.root} yet: log in with --token, --ca-pin and --proxy first")
     deadline = http.Deadline(req.timeout)
@@ -209,6 +211,10 @@ def login(req: LoginRequest) -> list[str]:
             from ..outputs.destination import refresh
 
             out.extend(f"Updated the credential files in {path}" for path in refresh(dd, cfg))
+    except BaseException:
+        if fresh_dir and not dd.has_config():
+            _remove_fresh_dir(dd, rooms)  # a failed first login leaves nothing behind
+        raise
     finally:
         for room in rooms:
             room.discard()
@@ -217,6 +223,17 @@ def login(req: LoginRequest) -> list[str]:
     if standalone or target != kubeconfig.default_path():
         out.append(f"Use it: export KUBECONFIG={target}   (or: kubectl --kubeconfig {target} get pods)")
     return out
+
+
+def _remove_fresh_dir(dd: DataDir, rooms: list[Reservation]) -> None:
+    """Undo the directory a failed first login made (it holds nothing but reservations and the lock)."""
+    for room in rooms:
+        room.discard()
+    for path in (dd.kube_dir, dd.lock_path, dd.root):
+        try:
+            os.rmdir(path) if path != dd.lock_path else os.unlink(path)
+        except OSError:
+            pass
 
 
 def run(args: argparse.Namespace) -> int:

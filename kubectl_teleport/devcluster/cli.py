@@ -95,14 +95,22 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    from .roles import RoleError, parse_duration
     from .server import ServingConfig, parse_hostport, serve
 
     try:
         listen, kube_listen = parse_hostport(args.listen), parse_hostport(args.kube_listen)
     except ValueError as e:
         raise CliError(str(e), USAGE) from None
+    offset = args.clock_offset.strip()
+    sign = -1 if offset.startswith("-") else 1
+    try:
+        seconds = 0 if offset.lstrip("+-") in ("", "0") else parse_duration(offset.lstrip("+-"))
+    except RoleError as e:
+        raise CliError(f"--clock-offset: {e}", USAGE) from None
     return serve(ServingConfig(Path(args.state_dir), listen, kube_listen, args.cluster_name,
-                               Path(args.ready_file) if args.ready_file else None, args.seed_demo))
+                               Path(args.ready_file) if args.ready_file else None, args.seed_demo,
+                               clock_offset=sign * seconds))
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -356,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "once serving")
     c.add_argument("--seed-demo", action="store_true", help="create the demo role, cluster, pods and "
                    "rolebindings (idempotent)")
+    c.add_argument("--clock-offset", default="0", metavar="[-]DURATION",
+                   help="run the cluster's clock ahead (or, with '-', behind) this machine's, e.g. 10m or -5m: "
+                   "for trying clock skew")
 
     c = command("create", cmd_create, "create or update roles from a Teleport role v5 YAML file")
     c.add_argument("-f", "--file", required=True, metavar="FILE", help="role YAML ('-' reads stdin)")

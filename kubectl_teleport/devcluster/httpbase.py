@@ -11,6 +11,7 @@ import json
 import socket
 import ssl
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -48,6 +49,7 @@ class TLSServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     request_queue_size = 256
+    clock_offset = 0.0  # seconds added to the machine's clock (the `Date` header follows the cluster's clock)
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext,
                  app: Any, name: str) -> None:
@@ -85,6 +87,10 @@ class TLSHandler(BaseHTTPRequestHandler):
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle + delayed-ACK stalls
         self.request.do_handshake()
         super().setup()
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header, on the cluster's clock."""
+        return super().date_time_string(time.time() + self.server.clock_offset if timestamp is None else timestamp)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Suppress the default log (it would print the raw request line)."""

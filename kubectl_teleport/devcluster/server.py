@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from .. import pki
@@ -60,13 +61,19 @@ class ServingConfig:
     cluster_name: str | None
     ready_file: Path | None
     seed: bool
+    clock_offset: float = 0.0  # seconds this cluster's clock runs ahead of the machine's (tests of clock skew)
+
+    def now(self) -> datetime:
+        return pki.utcnow() + timedelta(seconds=self.clock_offset)
 
 
-def _serving_files(state_dir: Path, name: str, host_ca: CertAuthority, hosts: list[str]) -> tuple[str, str]:
-    """A fresh serving key and certificate for this run, written 0600 under the state dir's run/."""
+def _serving_files(state_dir: Path, name: str, host_ca: CertAuthority, hosts: list[str],
+                   now: datetime) -> tuple[str, str]:
+    """A fresh serving key and certificate for this run (NotBefore backdated a minute, as Teleport does),
+    written 0600 under the state dir's run/."""
     run = files.ensure_dir(state_dir / RUN_DIR)
     key = pki.generate_key()
-    cert = issue_serving_cert(host_ca, key.public_key(), name, hosts, pki.utcnow())
+    cert = issue_serving_cert(host_ca, key.public_key(), name, hosts, now)
     cert_file, key_file = run / f"{name}.crt", run / f"{name}.key"
     files.write_file(key_file, pki.private_key_pem(key).encode())
     files.write_file(cert_file, pki.cert_pem(cert).encode())
@@ -91,21 +98,24 @@ def serve(cfg: ServingConfig) -> int:
             cfg.ready_file.unlink()
     with store.opened(cfg.state_dir) as conn:
         if cfg.seed:
-            seed_demo(conn, pki.utcnow())
+            seed_demo(conn, cfg.now())
         host_ca = CertAuthority.from_pem(*store.get_ca(conn, "host"))
         user_ca_pem = store.get_ca(conn, "user")[0]
 
-    api_files = _serving_files(cfg.state_dir, "auth", host_ca, [cfg.listen[0], advertised_host(cfg.listen[0])])
+    api_files = _serving_files(cfg.state_dir, "auth", host_ca, [cfg.listen[0], advertised_host(cfg.listen[0])],
+                               cfg.now())
     kube_files = _serving_files(cfg.state_dir, "kube", host_ca,
-                                [cfg.kube_listen[0], advertised_host(cfg.kube_listen[0]), KUBE_TLS_SERVER_NAME])
-    authority = Authority(cfg.state_dir)
-    kube_app = KubeApp(cfg.state_dir)
+                                [cfg.kube_listen[0], advertised_host(cfg.kube_listen[0]), KUBE_TLS_SERVER_NAME],
+                                cfg.now())
+    authority = Authority(cfg.state_dir, now=cfg.now)
+    kube_app = KubeApp(cfg.state_dir, now=cfg.now)
     api = _bind(cfg.listen, AuthApiHandler, server_context(*api_files, user_ca_pem), authority, "auth")
     try:
         kube = _bind(cfg.kube_listen, KubeApiHandler, server_context(*kube_files, user_ca_pem), kube_app, "kube")
     except ListenError:
         api.server_close()
         raise
+    api.clock_offset = kube.clock_offset = cfg.clock_offset
     proxy = format_hostport(advertised_host(cfg.listen[0]), api.server_address[1])
     kube_addr = format_hostport(advertised_host(cfg.kube_listen[0]), kube.server_address[1])
     kube_app.address = kube_addr

@@ -102,7 +102,8 @@ def preflight(path: Path) -> None:
     load(path)
     target = resolved(path)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not target.parent.exists():
+            files.ensure_dir(target.parent)
         probe = files.Dir(target.parent, os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
         try:
             probe.reserve(target.name, 4096).discard()
@@ -125,7 +126,8 @@ def save(path: Path, doc: dict[str, Any]) -> None:
     """Write atomically with mode 0600 (the file may hold other users' secrets too)."""
     path = resolved(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.parent.exists():
+            files.ensure_dir(path.parent)  # missing parents too, 0700 whatever the umask
         files.atomic_write(path, yaml.safe_dump(doc, default_flow_style=False, sort_keys=False).encode())
     except OSError as exc:
         raise UnsafeState(f"cannot write the kubeconfig {path} ({exc.strerror or exc}); fix the directory or "

@@ -102,9 +102,13 @@ class DataDir:
 
     def check(self) -> None:
         """Refuse symlinks, strangers' and shared directories before trusting anything in them."""
-        with self.open():
-            pass
-        if os.path.lexists(self.kube_dir):
+        with self.open() as root:
+            try:
+                present = root.exists(KUBE)
+            except PermissionError:
+                raise UnsafeState(f"cannot read {self.root}: permission denied; it belongs to another user (its "
+                                  "owner can share it with `kubectl-teleport init --reader-user`)") from None
+        if present:
             self.kube().close()
 
     def writable(self) -> bool:

@@ -204,12 +204,12 @@ class Dir:
         if create:
             ensure_dir(path, mode)
         try:
-            fd = os.open(path, _O_DIR)
+            fd, acl_target = _open_dir(path, path)
         except OSError as exc:
             raise _dir_error(path, exc) from None
         try:
             st = os.fstat(fd)
-            check_trusted(path, st, fd)
+            check_trusted(path, st, acl_target)
         except BaseException:
             os.close(fd)
             raise
@@ -226,13 +226,13 @@ class Dir:
             except FileExistsError:
                 pass
         try:
-            fd = os.open(name, _O_DIR, dir_fd=self.fd)
+            fd, acl_target = _open_dir(path, name, self.fd)
         except OSError as exc:
             raise _dir_error(path, exc) from None
         try:
             if created and not acl.has_acl(fd):
                 os.fchmod(fd, mode)  # exactly `mode` whatever the umask
-            check_trusted(path, os.fstat(fd), fd)
+            check_trusted(path, os.fstat(fd), acl_target)
         except BaseException:
             os.close(fd)
             raise
@@ -398,6 +398,20 @@ class Dir:
     def temps(self) -> list[str]:
         """Every temp file here, of live or dead writers."""
         return [n for n in self.names() if _TEMP_RE.match(n)]
+
+
+def _open_dir(path: Path, name: str | Path, dir_fd: int | None = None) -> tuple[int, str | int]:
+    """Open a directory without following a symlink: readable when we may read it, else (a reader shared by
+    `init`, with search permission only) an O_PATH handle on Linux. Also returns what to ask for its ACL."""
+    try:
+        fd = os.open(name, _O_DIR, dir_fd=dir_fd)
+    except PermissionError:
+        o_path = getattr(os, "O_PATH", 0)
+        if not o_path:
+            raise
+        fd = os.open(name, o_path | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        return fd, str(path)  # extended attributes cannot be read through an O_PATH handle: use the path
+    return fd, fd
 
 
 def _dir_error(path: Path, exc: OSError) -> Exception:

@@ -36,17 +36,17 @@ def test_a_killed_lock_holder_leaves_no_lock(tmp_path):
     dd.create()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\n"
-         "from kubectl_teleport.store import lock as locking\nfrom kubectl_teleport.store.datadir import DataDir\n"
-         f"lock = locking.acquire(DataDir({str(dd.root)!r}), wait=5)\n"
+         "from kubectl_teleport.store.datadir import DataDir\n"
+         f"lock = DataDir({str(dd.root)!r}).acquire(5)\n"
          "print('held', flush=True)\ntime.sleep(60)\n"],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(locking.Timeout):
-            locking.identity_lock(dd).acquire(timeout=0)  # really held by the child
+            dd.lock().acquire(timeout=0)  # really held by the child
         holder.send_signal(signal.SIGKILL)
         assert holder.wait(10) == -signal.SIGKILL
-        lock = locking.identity_lock(dd)
+        lock = dd.lock()
         lock.acquire(timeout=0)  # no stale lock: the kernel released the flock
         lock.release()
     finally:

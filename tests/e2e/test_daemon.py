@@ -145,7 +145,7 @@ def test_recovers_after_the_issuer_comes_back(devcluster, bot_dir, monkeypatch):
     def flaky(*args, **kw):
         calls.append(1)
         if len(calls) <= 3:
-            raise errors.PluginError("renewing the bot identity failed: cannot reach the proxy", errors.UNAVAILABLE)
+            raise errors.Unavailable("renewing the bot identity failed: cannot reach the proxy")
         return real(*args, **kw)
 
     monkeypatch.setattr(renewal, "_renew_request", flaky)

@@ -20,7 +20,7 @@ from kubectl_teleport import errors
 from kubectl_teleport.store import files as fsutil
 from tests.plugin_helpers import KUBE_CLUSTER, cert_of, credentials, login, make_due, plugin
 
-TIMEOUT = 3.0
+TIMEOUT = 1.0
 WALL_BOUND = TIMEOUT + 4.0  # the deadline, plus interpreter start-up and imports on a slow 2-core runner
 
 
@@ -28,7 +28,7 @@ def set_proxy(data: Path, address: str) -> None:
     """Point the identity at another address (the fault), as if the proxy had moved."""
     cfg = json.loads((data / "config.json").read_bytes())
     cfg["proxy"] = address
-    fsutil.atomic_write(data / "config.json", json.dumps(cfg).encode(), state=True)
+    fsutil.atomic_write(data / "config.json", json.dumps(cfg).encode())
 
 
 @contextlib.contextmanager

@@ -10,12 +10,13 @@ import secrets
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from kubectl_teleport import errors
+from kubectl_teleport import errors, launcher
 from kubectl_teleport.commands import init as initdir
 from kubectl_teleport.errors import PluginError
 from kubectl_teleport.store import acl as fsutil
@@ -116,21 +117,12 @@ def _preload() -> None:
     import platformdirs  # noqa: F401
     import yaml  # noqa: F401
 
-    from kubectl_teleport import (  # noqa: F401
-        api,
-        cli,
-        credentials,
-        datadir,
-        entry,
-        identity,
-        kubeconfig,
-        locking,
-        login,
-        pki,
-        renewal,
-        status,
-    )
-    httpx.Client(verify=api.tls_context(None)).close()
+    from kubectl_teleport import cli, entry, pki, policy  # noqa: F401
+    from kubectl_teleport.commands import credentials, login, logout, start, status  # noqa: F401
+    from kubectl_teleport.issuer import http, renewal  # noqa: F401
+    from kubectl_teleport.outputs import kubeconfig  # noqa: F401
+    from kubectl_teleport.store import datadir, identity, lock  # noqa: F401
+    httpx.Client(verify=http.tls_context(None)).close()
 
 
 def _as(user: str, *args: str, env: dict | None = None, umask: int | None = None) -> subprocess.CompletedProcess:
@@ -179,15 +171,37 @@ def _cred(user: str, data: Path) -> subprocess.CompletedProcess:
                env={"KUBERNETES_EXEC_INFO": EXEC_INFO_V1})
 
 
+def shared_launcher(base: Path) -> Path:
+    """A kubectl-teleport launcher every user can run: the system's python3 of the same version, reading the
+    test venv's site-packages (the venv's own interpreter may sit under a 0700 home)."""
+    import sysconfig
+
+    system = Path(f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}")
+    if not system.exists():
+        pytest.skip(f"{system} is missing: no interpreter other users can run")
+    (base / "bin").mkdir(mode=0o755)
+    target = base / "bin" / "kubectl-teleport"
+    target.write_text(launcher.render(str(system), sysconfig.get_paths()["purelib"]))
+    target.chmod(0o755)
+    return target
+
+
 @needs_root
 def test_reader_reads_credentials_other_user_cannot(devcluster, users):
     base = Path(tempfile.mkdtemp(prefix="kt-acl-", dir="/tmp"))
     try:
         os.chmod(base, 0o711)
         data = base / "data"
-        out = subprocess.run([str(bin_path("kubectl-teleport")), "init", "--data-dir", str(data), "--bot-user",
-                              users["bot"], "--reader-user", users["reader"], "--acls", "required"],
-                             capture_output=True, text=True, check=False)
+        init = ["init", "--data-dir", str(data), "--bot-user", users["bot"], "--reader-user", users["reader"],
+                "--acls", "required"]
+        blocked = initdir.unreachable_for(os.path.realpath(sys.executable), pwd.getpwnam(users["bot"]))
+        if blocked:  # the test venv's interpreter (e.g. a pyenv under a 0700 /root): init refuses, naming it
+            refused = subprocess.run([str(bin_path("kubectl-teleport")), *init], capture_output=True, text=True,
+                                     check=False)
+            assert refused.returncode == errors.USAGE and blocked in refused.stderr, refused.stderr
+            assert len(refused.stderr.strip().splitlines()) == 1 and not data.exists()
+        out = subprocess.run([str(shared_launcher(base)), *init], capture_output=True, text=True, check=False,
+                             env={**os.environ, "PATH": f"{base / 'bin'}:{os.environ['PATH']}"})
         assert out.returncode == 0, out.stderr
         bot_uid, reader_uid = (pwd.getpwnam(users[r]).pw_uid for r in ("bot", "reader"))
         assert data.stat().st_uid == bot_uid
@@ -206,7 +220,12 @@ def test_reader_reads_credentials_other_user_cannot(devcluster, users):
         first = _cred(users["reader"], data)
         assert first.returncode == 0, first.stderr
         assert cert_of(first.stdout).startswith("-----BEGIN CERTIFICATE-----") and first.stderr == ""
-        assert _as(users["reader"], "status", "--data-dir", str(data)).returncode != 0  # cannot read the identity
+        seen = _as(users["reader"], "status", "--data-dir", str(data))  # what the reader may see, no identity
+        assert seen.returncode == 0 and "read-only for this user" in seen.stdout and KUBE_CLUSTER in seen.stdout
+        for job in (["start", "--oneshot"], ["logout"]):  # the bot user's jobs: one line, exit 9
+            refused = _as(users["reader"], *job, "--data-dir", str(data))
+            assert refused.returncode == errors.UNSAFE_STATE and "bot user's job" in refused.stderr, refused.stderr
+            assert len(refused.stderr.strip().splitlines()) == 1
         denied = _cred(users["other"], data)
         assert denied.returncode == errors.UNSAFE_STATE and denied.stdout == ""
         assert len(denied.stderr.strip().splitlines()) == 1 and "BEGIN" not in denied.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 COMMANDS = ("kubectl-teleport", "kubectl-teleport-devcluster")
 PYTHON_39 = Path("/root/.pyenv/versions/3.9.18/bin/python3")
 COPY_IGNORE = shutil.ignore_patterns(

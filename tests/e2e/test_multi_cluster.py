@@ -83,4 +83,4 @@ def test_status_and_logout_cover_every_cluster(devcluster, tmp_path):
     assert {c["name"] for c in status["kube_clusters"]} == {KUBE_CLUSTER, SECOND}
     assert all(c["cached"] for c in status["kube_clusters"])
     assert plugin("logout", "--data-dir", str(data)).returncode == 0
-    assert not data.exists()
+    assert sorted(p.name for p in data.iterdir()) == ["lock"]  # only the lock file stays

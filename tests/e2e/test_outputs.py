@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from kubectl_teleport import errors, pki
+from kubectl_teleport.config import Destination
 from kubectl_teleport.store.datadir import DataDir
 from tests.plugin_helpers import KUBE_CLUSTER, cert_of, credentials, kubectl_run, login, make_due, plugin
 
@@ -52,7 +53,7 @@ def test_static_destination_works_with_kubectl_and_is_private(devcluster, kubect
     assert json.loads(whoami.stdout)["status"]["userInfo"]["username"] == "alice"
     # the destination is recorded, so `start` keeps it updated without the flag
     cfg = DataDir(data).load_config()
-    assert cfg.destinations == [{"path": str(dest), "static": True, "default": KUBE_CLUSTER}]
+    assert cfg.destinations == [Destination(str(dest), True, KUBE_CLUSTER)]
 
 
 def test_exec_destination_reads_the_identity_cache(devcluster, kubectl, tmp_path):

@@ -112,7 +112,7 @@ def test_merge_keeps_other_contexts(devcluster, kubectl, tmp_path):
     assert plugin("logout", "--data-dir", str(tmp_path / "bot")).returncode == 0
     doc = yaml.safe_load(existing.read_text())
     assert {c["name"] for c in doc["contexts"]} == {"other"}
-    assert not (tmp_path / "bot").exists()
+    assert sorted(p.name for p in (tmp_path / "bot").iterdir()) == ["lock"]  # the lock file stays, no key
 
 
 def test_near_expiry_cert_triggers_exactly_one_issuance(devcluster, kubectl, tmp_path):
@@ -246,13 +246,12 @@ def test_cache_hit_imports_only_our_hot_path_modules(devcluster, tmp_path):
 def test_lock_held_elsewhere_serves_valid_cert_at_once_and_bounds_the_wait(devcluster, tmp_path):
     import time
 
-    from kubectl_teleport.store import lock as locking
     from kubectl_teleport.store.datadir import DataDir
 
     data = tmp_path / "bot"
     login(devcluster, data)
     cached = cert_of(credentials(data).stdout)
-    lock = locking.acquire(DataDir(data))  # another process is "renewing"
+    lock = DataDir(data).acquire(30)  # another process is "renewing"
     try:
         make_due(data)
         started = time.monotonic()

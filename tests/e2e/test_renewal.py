@@ -29,7 +29,7 @@ def at(monkeypatch, ts: float) -> None:
 def test_identity_due_is_renewed_before_the_kube_cert(devcluster, bot_dir, monkeypatch):
     ident = identity.load(bot_dir)
     entry = bot_dir.read_entry(KUBE_CLUSTER)
-    at(monkeypatch, max(ident.renew_at, entry.renew_at) + 1)
+    at(monkeypatch, max(ident.renew_at(), entry.renew_at) + 1)
     before = devcluster.stats()
     credentials.credentials(str(bot_dir.root), KUBE_CLUSTER)
     after = devcluster.stats()
@@ -67,11 +67,11 @@ def test_crash_after_server_answered_recovers_without_lockout(devcluster, bot_di
 
     monkeypatch.setattr(identity, "save", crash)
     with pytest.raises(KeyboardInterrupt):
-        renewal.current_identity(bot_dir, cfg, ident.renew_at + 1, api.Deadline(), force=True)
+        renewal.current_identity(bot_dir, cfg, ident.renew_at() + 1, api.Deadline(), force=True)
     assert bot_dir.pending_path.exists()
     assert identity.load(bot_dir).generation == ident.generation  # nothing committed
     monkeypatch.setattr(identity, "save", real_save)
-    renewed = renewal.current_identity(bot_dir, cfg, ident.renew_at + 1, api.Deadline())
+    renewed = renewal.current_identity(bot_dir, cfg, ident.renew_at() + 1, api.Deadline())
     assert renewed.generation == ident.generation + 1
     assert not bot_dir.pending_path.exists()
     stats = devcluster.stats()
@@ -87,9 +87,9 @@ def test_a_copied_identity_locks_the_bot(devcluster, bot_dir, tmp_path):
     shutil.copytree(bot_dir.root, copy.root)
     cfg = bot_dir.load_config()
     ident = identity.load(bot_dir)
-    renewal.current_identity(bot_dir, cfg, ident.renew_at + 1, api.Deadline())
+    renewal.current_identity(bot_dir, cfg, ident.renew_at() + 1, api.Deadline())
     with pytest.raises(PluginError) as err:
-        renewal.current_identity(copy, cfg, ident.renew_at + 1, api.Deadline())
+        renewal.current_identity(copy, cfg, ident.renew_at() + 1, api.Deadline())
     assert err.value.code == errors.IDENTITY_REJECTED
     assert "locked" in str(err.value)
     with pytest.raises(PluginError) as err:
