@@ -233,10 +233,8 @@ def remove_cache(s: Setup) -> None:
     os.unlink(cache.cache_path(str(s.data_dir), s.cluster))
 
 
-def stampede(s: Setup, n: int, *, missing: bool = False) -> list[Row]:
-    """`n` `credentials` released at once on an expired cache entry, or with `missing` on no cache file."""
-    what = "missing certificate" if missing else "expired cache"
-    label = f"stampede ({n}, {'missing' if missing else 'expired'})"
+def stampede_once(s: Setup, n: int, missing: bool, label: str) -> tuple[list[float], int, int]:
+    """One release of `n` processes; checks the outcome, returns the walls and the issuances it caused."""
     with open(cache.cache_path(str(s.data_dir), s.cluster), "rb") as fh:
         old = cache.decode(fh.read())
     before_cert = json.loads(old.status)["clientCertificateData"] if old is not None else None
@@ -260,14 +258,48 @@ def stampede(s: Setup, n: int, *, missing: bool = False) -> list[Row]:
         s.fail(f"{label}: {ident} identity renewals, expected at most 1")
     if not cache_fresh(s):
         s.fail(f"{label}: the cache is not fresh afterwards")
-    w = walls(runs)
-    p50, p99 = percentile(w, 50), percentile(w, 99)
+    return walls(runs), kube, ident
+
+
+def stampede(s: Setup, n: int, reps: int, *, missing: bool = False) -> list[Row]:
+    """`n` `credentials` released at once on an expired cache entry, or with `missing` on no cache file,
+    `reps` times; each time right after `n` cache hits released at once (the baseline: starting `n`
+    processes on this machine, with nothing to renew)."""
+    what = "missing certificate" if missing else "expired cache"
+    label = f"stampede ({n}, {'missing' if missing else 'expired'})"
+    hit_p50, hit_p99, p50s, p99s, maxes = [], [], [], [], []
+    kube_total = ident_total = 0
+    for _ in range(reps):
+        hits = s.spawner.gate([s.plugin] * n)
+        all_ok(s, f"{label}, baseline", hits)
+        if {r.stdout for r in hits} != {s.hit_output}:
+            s.fail(f"{label}, baseline: the concurrent cache hits did not all serve the cached credential")
+        hit_p50.append(percentile(walls(hits), 50))
+        hit_p99.append(percentile(walls(hits), 99))
+        w, kube, ident = stampede_once(s, n, missing, label)
+        kube_total, ident_total = kube_total + kube, ident_total + ident
+        p50s.append(percentile(w, 50))
+        p99s.append(percentile(w, 99))
+        maxes.append(max(w))
+        s.hit_output = stampede_hit_output(s)
+    b50, b99, p50, p99 = median(hit_p50), median(hit_p99), median(p50s), median(p99s)
+    each = " / ".join(f"{x:.2f}" for x in p99s)
     return [
-        Row(f"3. stampede: {n} concurrent, {what}, p50", "", ms(p50), "", "", ""),
-        Row(f"   stampede p99 (max {max(w) * 1000:.0f} ms)", "", ms(p99), "", "<= 2 s", verdict(p99 <= 2.0)),
-        Row("   stampede: kube issuances / identity renewals", "", f"{kube} / {ident}", "", "1 / <= 1",
-            verdict(kube == 1 and ident <= 1)),
+        Row(f"3. stampede: {n} concurrent, {what}, p50 (median of {reps})", ms(b50), ms(p50), f"{p50 / b50:.2f}x",
+            "", ""),
+        Row(f"   stampede p99 (each run: {each} s; max {max(maxes) * 1000:.0f} ms)", ms(b99), ms(p99),
+            f"{p99 / b99:.2f}x", "<= 2 s", verdict(p99 <= 2.0)),
+        Row("   stampede: kube issuances / identity renewals", "", f"{kube_total} / {ident_total}", "",
+            f"{reps} / <= {reps}", verdict(kube_total == reps and ident_total <= reps)),
     ]
+
+
+def stampede_hit_output(s: Setup) -> bytes:
+    """What a cache hit serves now (the stampede replaced the certificate)."""
+    [run] = s.spawner.seq([s.plugin])
+    if not run.ok:
+        s.fail(f"cache hit after a stampede: {run.describe()}")
+    return run.stdout
 
 
 # 4. cold renewal -------------------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def main() -> int:
     opts = ap.parse_args()
     hit_rounds, hit_warm, kube_rounds, kube_warm, renewals = (
         (12, 3, 5, 2, 4) if opts.quick else (60, 5, 20, 3, 12))
-    hang_calls = 5 if opts.quick else 10
+    hang_calls, stampede_reps = (5, 1) if opts.quick else (10, 3)
 
     for line in machine():
         print(line)
@@ -178,9 +178,9 @@ def main() -> int:
         t0 = time.monotonic()
         for step in (lambda: cases.cache_hit(s, hit_rounds, hit_warm),
                      lambda: cases.kubectl_get_pods(s, kubectl, kubeconfig_path, kube_rounds, kube_warm),
-                     lambda: cases.stampede(s, 100),
-                     lambda: cases.stampede(s, 300),
-                     lambda: cases.stampede(s, 300, missing=True),
+                     lambda: cases.stampede(s, 100, stampede_reps),
+                     lambda: cases.stampede(s, 300, stampede_reps),
+                     lambda: cases.stampede(s, 300, stampede_reps, missing=True),
                      lambda: cases.cold_renewal(s, renewals),
                      lambda: cases.hanging_issuer(s, hang_calls)):
             rows += step()
