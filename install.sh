@@ -332,6 +332,28 @@ say "  interpreter: $PY_REAL (Python $PY_MAJOR.$PY_MINOR.$PY_PATCH)"
 say "  links:"
 say "${links%$'\n'}"
 
+# Other users (the bot and reader users of `kubectl-teleport init`) must be able to run the interpreter and
+# the launcher: an interpreter under a 0700 home (a pyenv, say) works for this user only.
+blocked_for_others() {
+    local path=$1 here="" part
+    local IFS=/
+    for part in $path; do
+        [[ -z $part ]] && continue
+        here+="/$part"
+        if [[ $(stat -c %A "$here" 2>/dev/null || stat -f %Sp "$here" 2>/dev/null) != ????????[xt]* ]]; then
+            printf '%s' "$here"
+            return 0
+        fi
+    done
+    return 1
+}
+for runnable in "$PY_REAL" "$VENV/bin/kubectl-teleport"; do
+    if blocked=$(blocked_for_others "$(abspath "$runnable")"); then
+        warn "other users cannot run $runnable ($blocked is not executable or searchable for them), so the users of \`kubectl-teleport init\` could not either; install with --python /usr/bin/python3 (or another interpreter they can run) and a shared --prefix"
+        break
+    fi
+done
+
 next="kubectl-teleport demo"
 if ! on_path "$BIN_DIR"; then
     warn "$BIN_DIR is not on PATH; add it, e.g. in ~/.bashrc or ~/.zshrc:"

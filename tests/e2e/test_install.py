@@ -111,6 +111,27 @@ def test_first_run_says_what_it_did_and_warns_about_path(installed: Install) -> 
     assert not (installed.src / "build").exists(), "the build must not write into the checkout"
 
 
+def _blocked_for_others(path: Path) -> str | None:
+    """The first component of `path` other users cannot execute or search (what install.sh checks)."""
+    here = Path("/")
+    for part in path.parts[1:]:
+        here = here / part
+        if not here.stat().st_mode & 0o001:
+            return str(here)
+    return None
+
+
+def test_warns_when_other_users_cannot_run_the_interpreter(installed: Install) -> None:
+    real = (installed.prefix / "venv" / "bin" / "python").resolve()
+    blocked = _blocked_for_others(real)
+    warned = [ln for ln in installed.first.stderr.splitlines() if "other users cannot run" in ln]
+    if blocked:  # e.g. a pyenv under a 0700 home: init's bot and reader users could not run the plugin
+        assert len(warned) == 1 and f"({blocked} is not executable or searchable" in warned[0], warned
+        assert "--python" in warned[0]
+    else:
+        assert warned == []
+
+
 # The console scripts' target modules (pyproject [project.scripts]).
 ENTRY_MODULES = {
     "kubectl-teleport": "kubectl_teleport/entry.py",
