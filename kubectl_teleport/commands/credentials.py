@@ -17,7 +17,7 @@ import os
 
 from .. import cache, clock, execcred, fmt, policy, sitepath
 from ..errors import NotLoggedIn, PluginError, Unavailable
-from ..store.lock import DEFAULT_WAIT, IdentityLock
+from ..store.lock import DEFAULT_WAIT, IdentityLock, is_writer
 
 DEFAULT_TIMEOUT = 15.0
 
@@ -66,7 +66,7 @@ def _valid(entry: cache.Entry | None, now: float) -> bool:
 
 def _writable(data_dir: str) -> bool:
     """False for a reader shared by `init` (it may read, never lock or write)."""
-    return os.access(data_dir, os.W_OK | os.X_OK)
+    return is_writer(data_dir)
 
 
 def _read(data_dir: str, cluster: str) -> cache.Entry | None:

@@ -33,9 +33,9 @@ def gather(data_dir: str | None) -> dict[str, Any]:
         try:
             ident = identity.load(dd)
             report["identity"] = {
-                "generation": ident.generation, "expires": fmt.rfc3339(ident.not_after),
-                "seconds_left": int(ident.not_after - now), "renewal_due": now >= ident.renew_at(),
-                "expired": now >= ident.not_after, "renewal_pending": dd.pending_path.exists(),
+                "generation": ident.generation, "expires": fmt.rfc3339(ident.expires_at),
+                "seconds_left": int(ident.expires_at - now), "renewal_due": now >= ident.renew_at(),
+                "expired": now >= ident.expires_at, "renewal_pending": dd.pending_path.exists(),
             }
         except PluginError as err:
             report["identity"] = {"error": str(err)}

@@ -25,7 +25,7 @@ from .. import cache
 from ..config import Config
 from ..errors import NotLoggedIn, UnsafeState, UsageError
 from .files import Dir, Reservation
-from .lock import IdentityLock
+from .lock import IdentityLock, is_writer
 
 ENV_DATA_DIR = "KUBECTL_TELEPORT_DATA_DIR"
 CONFIG, IDENTITY, PENDING, LOCK, KUBE, KUBECONFIG = (
@@ -113,7 +113,7 @@ class DataDir:
 
     def writable(self) -> bool:
         """False for a reader (of `init --reader-user`): it may read the cache, never lock or write."""
-        return os.access(self.root, os.W_OK | os.X_OK)
+        return is_writer(self.root)
 
     # config -------------------------------------------------------------------------------------------------
 

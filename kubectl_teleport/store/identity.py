@@ -1,4 +1,10 @@
-"""The bot's renewable identity on disk: load, atomic commit, and the pending key of an unfinished renewal."""
+"""The bot's renewable identity on disk: load, atomic commit, and the pending key of an unfinished renewal.
+
+identity.pem holds the certificate and key, preceded by one line of PEM explanatory text (which TLS libraries
+skip), `received-at: <Unix seconds>`: when the server's answer arrived on the local clock. With the certificate's
+NotBefore (the issuer's "now" backdated a minute) it tells how far the two clocks are apart, so the identity's
+renewal and expiry are judged on the local clock, as the Kubernetes certificates are (policy.timing).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,13 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from .. import pki, policy
+from .. import clock, pki, policy
 from ..errors import IdentityRejected, NotLoggedIn
 from .datadir import IDENTITY, PENDING, DataDir
 from .files import Reservation
 
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.S)
+_RECEIVED_AT = re.compile(r"\Areceived-at: (\d{1,12})\r?\n")
 
 
 @dataclass
@@ -23,6 +30,7 @@ class BotIdentity:
     cert_pem: str
     key_pem: str
     cert: x509.Certificate
+    received_at: float | None = None  # local clock when the server's answer arrived (None: not recorded)
 
     @property
     def generation(self) -> int:
@@ -40,12 +48,25 @@ class BotIdentity:
     def not_before(self) -> float:
         return pki.not_before(self.cert).timestamp()
 
-    def renew_at(self, skew: float = 0.0) -> float:
-        """When the identity becomes due on the local clock (`skew`: local minus server time)."""
-        return policy.renew_at(self.not_before, self.not_after, skew)
+    @property
+    def skew(self) -> float:
+        """Local minus server time when the identity was issued (0 when its arrival was not recorded)."""
+        if self.received_at is None:
+            return 0.0
+        return self.received_at - policy.server_now(self.not_before, self.not_after)
+
+    @property
+    def expires_at(self) -> float:
+        """NotAfter on the local clock."""
+        return self.not_after + self.skew
+
+    def renew_at(self) -> float:
+        """When the identity becomes due on the local clock."""
+        return policy.renew_at(self.not_before, self.not_after, self.skew)
 
     def to_bytes(self) -> bytes:
-        return (self.cert_pem.rstrip("\n") + "\n" + self.key_pem.rstrip("\n") + "\n").encode()
+        head = "" if self.received_at is None else f"received-at: {int(self.received_at)}\n"
+        return (head + self.cert_pem.rstrip("\n") + "\n" + self.key_pem.rstrip("\n") + "\n").encode()
 
 
 def parse(cert_pem: str, key_pem: str, *, where: str) -> BotIdentity:
@@ -77,8 +98,12 @@ def load(dd: DataDir) -> BotIdentity:
     raw = dd.read(IDENTITY)
     if raw is None:
         raise NotLoggedIn(f"no identity in {dd.root}: run `kubectl-teleport login` first")
-    cert_pem, key_pem = split_pem(raw.decode("utf-8", "replace"))
-    return parse(cert_pem, key_pem, where=str(dd.identity_path))
+    text = raw.decode("utf-8", "replace")
+    cert_pem, key_pem = split_pem(text)
+    ident = parse(cert_pem, key_pem, where=str(dd.identity_path))
+    received = _RECEIVED_AT.match(text)
+    ident.received_at = float(received[1]) if received else None
+    return ident
 
 
 def reserve(dd: DataDir) -> Reservation:
@@ -87,8 +112,10 @@ def reserve(dd: DataDir) -> Reservation:
 
 
 def save(dd: DataDir, cert_pem: str, key_pem: str, room: Reservation | None = None) -> BotIdentity:
-    """Commit an identity atomically (one file, so certificate and key can never mix)."""
+    """Commit an identity the server has just sent, atomically (one file, so certificate and key can never
+    mix), with the local time it arrived."""
     ident = parse(cert_pem, key_pem, where="the server's answer")
+    ident.received_at = clock.now()
     if room is not None:
         room.commit(ident.to_bytes())
     else:
@@ -98,7 +125,7 @@ def save(dd: DataDir, cert_pem: str, key_pem: str, room: Reservation | None = No
 
 def check_usable(ident: BotIdentity, now: float) -> None:
     """IdentityRejected when the identity has expired."""
-    if now >= ident.not_after:
+    if now >= ident.expires_at:
         raise IdentityRejected("the bot identity has expired: log in again with a new token "
                                "(run `kubectl-teleport start` to keep an idle bot alive)")
 

@@ -38,7 +38,10 @@ class IdentityLock:
             if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR):
                 raise UnsafeState(f"{self.path} is not a regular lock file (a symlink or a directory?); "
                                   "remove it and retry") from None
-            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            if exc.errno == errno.EROFS:
+                raise UnsafeState(f"cannot open the lock {self.path} ({exc.strerror}); remount the file system "
+                                  "read-write, or choose another --data-dir") from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
                 raise UnsafeState(f"cannot open the lock {self.path} ({exc.strerror}); renewing is the job of "
                                   "the user that owns the data dir") from None
             raise
@@ -93,6 +96,22 @@ class IdentityLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def is_writer(data_dir: str | os.PathLike[str]) -> bool:
+    """False for a reader shared by `init --reader-user`: it may read the cache, never lock or write.
+
+    The owner (or root) of a data dir on a read-only file system is a writer that will fail: its renewal
+    attempt says why, and a valid cached certificate is still served."""
+    if os.access(data_dir, os.W_OK | os.X_OK):
+        return True
+    try:
+        if not os.statvfs(data_dir).f_flag & os.ST_RDONLY:
+            return False
+        owner = os.stat(data_dir).st_uid
+    except OSError:
+        return False
+    return os.geteuid() in (owner, 0)
 
 
 def timeout_error(where: object, wait: float) -> LockTimeout:

@@ -333,7 +333,3 @@ def test_bad_input(ctx, tmp_path, name, code, unchanged, case):
     if unchanged:
         assert tree_hash(data) == before, f"{name}: the data dir changed"
     assert not list(data.parent.rglob(".*.tmp"))
-
-
-def test_there_are_at_least_30_cases():
-    assert len(CASES) >= 30
