@@ -51,6 +51,18 @@ def _os_error(action: str, path: Path, exc: OSError) -> UnsafeState:
                        "read-only?) and the directory's owner")
 
 
+def _reserve_in(directory: Dir, name: str) -> Reservation:
+    """A reservation that owns (and closes) `directory`; UnsafeState when the file system refuses."""
+    try:
+        return directory.reserve(name, owns_dir=True)
+    except OSError as exc:
+        directory.close()
+        raise _os_error("write in", directory.path, exc) from None
+    except BaseException:
+        directory.close()
+        raise
+
+
 class DataDir:
     """Paths and safe access for one identity's directory."""
 
@@ -161,15 +173,7 @@ class DataDir:
 
     def reserve(self, name: str) -> Reservation:
         """Room for a later write of a root file (before a network call)."""
-        root = self.open(create=True)
-        try:
-            return root.reserve(name, owns_dir=True)
-        except OSError as exc:
-            root.close()
-            raise _os_error("write in", self.root, exc) from None
-        except BaseException:
-            root.close()
-            raise
+        return _reserve_in(self.open(create=True), name)
 
     def remove(self, name: str) -> bool:
         with self.open() as root:
@@ -209,16 +213,7 @@ class DataDir:
 
     def reserve_entry(self, cluster: str) -> Reservation:
         """Room for the cluster's next cache entry (made before asking the server for its certificate)."""
-        name = self.entry_name(cluster)
-        kube = self.kube(create=True)
-        try:
-            return kube.reserve(name, owns_dir=True)
-        except OSError as exc:
-            kube.close()
-            raise _os_error("write in", self.kube_dir, exc) from None
-        except BaseException:
-            kube.close()
-            raise
+        return _reserve_in(self.kube(create=True), self.entry_name(cluster))
 
     def entry_clusters(self) -> list[str]:
         """Clusters with a cache entry (sorted)."""
