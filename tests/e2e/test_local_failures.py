@@ -21,6 +21,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -94,14 +95,15 @@ class Tmpfs:
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Tmpfs]]:
-    """Mount small tmpfs file systems under tmp_path (root only); all unmounted after the test."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command")
+    """Mount small tmpfs file systems under tmp_path (root only: the test is skipped otherwise); all unmounted
+    after the test."""
     mounted: list[Tmpfs] = []
 
     def make(name: str = "fs", size: str = "512k") -> Tmpfs:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        if shutil.which("mount") is None:
+            pytest.skip("no mount command")
         fs = Tmpfs(tmp_path / name, size)
         fs.mount()
         mounted.append(fs)
@@ -167,27 +169,48 @@ def cached_cert(data: Path) -> str:
 
 # 1-3: a full or read-only data dir ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("how", ["full", "ro"])
-def test_due_valid_certificate_is_served_with_one_warning_and_nothing_issued(devcluster, tmpfs, how):
+# `credentials` with the plugin's clock moved forward (into the bot identity's renewal window)
+SHIFTED = ("import sys, time\n"
+           "from kubectl_teleport import clock\n"
+           "offset = float(sys.argv[1])\n"
+           "clock.now = lambda: time.time() + offset\n"
+           "from kubectl_teleport.cli import main\n"
+           "sys.exit(main(sys.argv[2:]))\n")
+
+
+def credentials_at(data: Path, offset: float) -> subprocess.CompletedProcess:
+    """`credentials` as the installed plugin runs it, `offset` seconds in the future."""
+    if not offset:
+        return credentials(data)
+    return subprocess.run([sys.executable, "-I", "-c", SHIFTED, repr(offset), "credentials", "--data-dir",
+                           str(data), "--kube-cluster", KUBE_CLUSTER], capture_output=True, text=True,
+                          env={**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO_V1}, timeout=60, check=False)
+
+
+@pytest.mark.parametrize(("how", "offset"), [("full", 0), ("ro", 0), ("full", 45 * 60)],
+                         ids=["full", "read-only", "full-identity-due-too"])
+def test_due_valid_certificate_is_served_with_one_warning_and_nothing_issued(devcluster, tmpfs, how, offset):
     fs = tmpfs()
     data = fs.path / "bot"
-    login(devcluster, data)
+    login(devcluster, data)  # a 1 h identity and certificate: 45 min on, both are due and still valid
     cached = cached_cert(data)
     make_due(data)
     before = counters(devcluster)
     fs.break_(how)
     for _ in range(2):  # every call, not just the first
-        out = credentials(data)
+        out = credentials_at(data, offset)
         assert out.returncode == 0, out.stderr
         assert cert_of(out.stdout) == cached
         line = one_line(out.stderr, "warning")
         assert PROBLEM[how] in line and "serving the cached certificate" in line, line
     assert counters(devcluster) == before  # failed before asking: nothing issued that could not be stored
     fs.fix(how)
-    out = credentials(data)  # the next call after the fix renews
+    out = credentials_at(data, offset)  # the next call after the fix renews
     assert out.returncode == 0 and not out.stderr, out.stderr
     assert cert_of(out.stdout) != cached
-    assert counters(devcluster)["kube_certs_issued"] == before["kube_certs_issued"] + 1
+    after = counters(devcluster)
+    assert after["kube_certs_issued"] == before["kube_certs_issued"] + 1
+    assert after["identity_renewals"] == before["identity_renewals"] + bool(offset)
     assert temps(data) == []
 
 
@@ -270,6 +293,13 @@ def _kubeconfig_dir_ro(dc, tmp_path: Path, tmpfs) -> Case:
                 (errors.UNSAFE_STATE,), PROBLEM["ro"], lambda: fs.remount("rw"))
 
 
+def _kubeconfig_dir_full(dc, tmp_path: Path, tmpfs) -> Case:
+    fs = tmpfs("kc")
+    fs.fill()
+    return Case(["--data-dir", str(tmp_path / "bot"), "--kubeconfig", str(fs.path / "config")],
+                (errors.UNSAFE_STATE,), PROBLEM["full"], fs.free)
+
+
 def _kubeconfig_under_a_file(dc, tmp_path: Path, tmpfs) -> Case:
     blocker = tmp_path / "notadir"
     blocker.write_text("a regular file\n")
@@ -284,6 +314,7 @@ LOGIN_CASES = {
     "data-dir-read-only-relogin": _datadir_case("ro", relogin=True),
     "merge-unparseable-kube-config": _merge_unparseable,
     "kubeconfig-dir-read-only": _kubeconfig_dir_ro,
+    "kubeconfig-dir-full": _kubeconfig_dir_full,
     "kubeconfig-under-a-regular-file": _kubeconfig_under_a_file,
 }
 
