@@ -1,4 +1,8 @@
-"""Keys, certificates, CA pins and Teleport's identity attributes (uses `cryptography`; never on the hot path)."""
+"""Keys, certificates, CA pins and Teleport's identity attributes (uses `cryptography`; never on the hot path).
+
+Keys are ECDSA P-256 or RSA (2048 bits and more). Teleport picks the algorithm from the cluster's signature
+algorithm suite (`key_for_suite`) and expects its own encodings (`tls_public_key_pem`, `ssh_public_key_line`,
+`private_key_pem`); the functions that load keys accept both kinds."""
 
 from __future__ import annotations
 
@@ -9,8 +13,11 @@ from datetime import datetime, timezone
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 # Teleport's identity attributes in the certificate subject (lib/tlsca/ca.go).
 OID_KUBE_USERS = x509.ObjectIdentifier("1.3.9999.1.1")
@@ -19,6 +26,17 @@ OID_KUBE_CLUSTER = x509.ObjectIdentifier("1.3.9999.1.3")
 OID_TELEPORT_CLUSTER = x509.ObjectIdentifier("1.3.9999.1.7")
 OID_RENEWABLE = x509.ObjectIdentifier("1.3.9999.1.13")
 OID_GENERATION = x509.ObjectIdentifier("1.3.9999.1.14")
+OID_IMPERSONATOR = x509.ObjectIdentifier("1.3.9999.2.7")
+OID_DISALLOW_REISSUE = x509.ObjectIdentifier("1.3.9999.2.9")
+OID_BOT_NAME = x509.ObjectIdentifier("1.3.9999.2.18")
+OID_BOT_INSTANCE_ID = x509.ObjectIdentifier("1.3.9999.2.20")
+
+# Teleport's signature algorithm suites (AuthPreferenceSpecV2.signature_algorithm_suite) as /webapi/find names
+# them, with the enum numbers an older or hand-written answer may carry instead.
+SUITE_UNSPECIFIED, SUITE_LEGACY, SUITE_BALANCED_V1, SUITE_FIPS_V1, SUITE_HSM_V1 = (
+    "", "legacy", "balanced-v1", "fips-v1", "hsm-v1")
+SUITE_NUMBERS = {0: SUITE_UNSPECIFIED, 1: SUITE_LEGACY, 2: SUITE_BALANCED_V1, 3: SUITE_FIPS_V1, 4: SUITE_HSM_V1}
+RSA_BITS = 2048
 
 PIN_PREFIX = "sha256:"
 
@@ -28,25 +46,67 @@ def generate_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def private_key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    """PKCS#8 PEM of an unencrypted private key."""
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+def suite_uses_rsa(suite: str) -> bool:
+    """True when Teleport's suite asks for RSA 2048 keys (`legacy`, or no suite: servers before v17).
+
+    balanced-v1, fips-v1 and hsm-v1 use ECDSA P-256 for bot identities and their impersonated certificates; a
+    suite this client does not know yet gets ECDSA P-256 too (every suite after `legacy` accepts it)."""
+    return suite in (SUITE_UNSPECIFIED, SUITE_LEGACY)
 
 
-def public_key_pem(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> str:
-    """PEM SubjectPublicKeyInfo of a key (the form the protocol sends)."""
-    pub = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
-    return pub.public_bytes(serialization.Encoding.PEM,
-                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+def key_for_suite(suite: str) -> PrivateKey:
+    """A fresh key of the algorithm Teleport's signature algorithm suite expects for a bot's keys."""
+    if suite_uses_rsa(suite):
+        return rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    return generate_key()
 
 
-def load_private_key(pem: str | bytes) -> ec.EllipticCurvePrivateKey:
-    """Parse a PEM private key; only ECDSA keys are ours."""
+def private_key_pem(key: PrivateKey) -> str:
+    """Unencrypted PEM, encoded as Teleport writes keys: RSA as PKCS#1 (`RSA PRIVATE KEY`), ECDSA as PKCS#8
+    (`PRIVATE KEY`)."""
+    fmt = (serialization.PrivateFormat.TraditionalOpenSSL if isinstance(key, rsa.RSAPrivateKey)
+           else serialization.PrivateFormat.PKCS8)
+    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
+
+
+def _public(key: PrivateKey | PublicKey) -> PublicKey:
+    return key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) else key
+
+
+def public_key_pem(key: PrivateKey | PublicKey) -> str:
+    """PEM SubjectPublicKeyInfo (`PUBLIC KEY`) of a key, whatever its algorithm."""
+    return _public(key).public_bytes(serialization.Encoding.PEM,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def tls_public_key_pem(key: PrivateKey | PublicKey) -> str:
+    """The public key as Teleport sends it in `public_tls_key`/`TLSPublicKey`: RSA as PKCS#1
+    (`RSA PUBLIC KEY`), anything else as PKIX (`PUBLIC KEY`)."""
+    pub = _public(key)
+    fmt = (serialization.PublicFormat.PKCS1 if isinstance(pub, rsa.RSAPublicKey)
+           else serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pub.public_bytes(serialization.Encoding.PEM, fmt).decode()
+
+
+def ssh_public_key_line(key: PrivateKey | PublicKey) -> str:
+    """The public key as an OpenSSH authorized_keys line with a trailing newline (Go's MarshalAuthorizedKey)."""
+    return _public(key).public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() + "\n"
+
+
+def _check_key(key: object) -> None:
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        if key.key_size < RSA_BITS:
+            raise ValueError(f"an RSA key of {key.key_size} bits is too small (at least {RSA_BITS})")
+    elif not isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        raise ValueError("not an ECDSA or RSA key")
+
+
+def load_private_key(pem: str | bytes) -> PrivateKey:
+    """Parse a PEM private key: ECDSA or RSA (PKCS#8 `PRIVATE KEY`, PKCS#1 `RSA PRIVATE KEY`, SEC 1
+    `EC PRIVATE KEY`); ValueError for anything else."""
     key = serialization.load_pem_private_key(pem.encode() if isinstance(pem, str) else pem, password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ValueError("not an ECDSA private key")
-    return key
+    _check_key(key)
+    return key  # type: ignore[return-value]
 
 
 def load_public_key(pem: str | bytes) -> ec.EllipticCurvePublicKey:
@@ -57,9 +117,24 @@ def load_public_key(pem: str | bytes) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def public_key_der(key: ec.EllipticCurvePublicKey) -> bytes:
-    """DER SubjectPublicKeyInfo of a public key (a stable byte form to store and compare)."""
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+def load_tls_public_key(pem: str | bytes) -> PublicKey:
+    """Parse a public key the way Teleport accepts `public_tls_key`: PEM PKIX (`PUBLIC KEY`) or PKCS#1
+    (`RSA PUBLIC KEY`), ECDSA or RSA of at least 2048 bits; ValueError otherwise."""
+    key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
+    _check_key(key)
+    return key  # type: ignore[return-value]
+
+
+def load_ssh_public_key(line: str | bytes) -> PublicKey:
+    """Parse an authorized_keys line (`<type> <base64>[ comment]`); ECDSA or RSA only."""
+    key = serialization.load_ssh_public_key((line.encode() if isinstance(line, str) else line).strip())
+    _check_key(key)
+    return key  # type: ignore[return-value]
+
+
+def public_key_der(key: PrivateKey | PublicKey) -> bytes:
+    """DER SubjectPublicKeyInfo of a key (a stable byte form to store and compare)."""
+    return _public(key).public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def load_cert(pem: str | bytes) -> x509.Certificate:
@@ -100,11 +175,9 @@ def pins_match(certs: list[x509.Certificate], pins: list[str]) -> bool:
     return all(any(hmac.compare_digest(spki_pin(c), p) for p in pins) for c in certs)
 
 
-def public_keys_equal(a: ec.EllipticCurvePublicKey, b: ec.EllipticCurvePublicKey) -> bool:
-    """Compare two public keys by their DER encoding."""
-    enc = serialization.Encoding.DER
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    return a.public_bytes(enc, fmt) == b.public_bytes(enc, fmt)
+def public_keys_equal(a: PrivateKey | PublicKey, b: PrivateKey | PublicKey) -> bool:
+    """Compare two keys (public, or the public half of private ones) by their DER SubjectPublicKeyInfo."""
+    return public_key_der(a) == public_key_der(b)
 
 
 def not_after(cert: x509.Certificate) -> datetime:
@@ -129,6 +202,10 @@ class Identity:
     teleport_cluster: str | None = None
     renewable: bool = False
     generation: int | None = None
+    bot_name: str | None = None
+    bot_instance_id: str | None = None
+    impersonator: str | None = None
+    disallow_reissue: bool = False
 
 
 def identity_of(cert: x509.Certificate) -> Identity:
@@ -150,6 +227,10 @@ def identity_of(cert: x509.Certificate) -> Identity:
         teleport_cluster=one(OID_TELEPORT_CLUSTER),
         renewable=one(OID_RENEWABLE) == "true",
         generation=int(gen) if gen is not None and gen.isdigit() else None,
+        bot_name=one(OID_BOT_NAME),
+        bot_instance_id=one(OID_BOT_INSTANCE_ID),
+        impersonator=one(OID_IMPERSONATOR),
+        disallow_reissue=one(OID_DISALLOW_REISSUE) is not None,
     )
 
 
