@@ -130,35 +130,35 @@ class Client:
         content = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if content is not None else {}
         try:
-            with _hard_deadline(left), self._http.stream(method, path, content=content, headers=headers,
+            with hard_deadline(left), self._http.stream(method, path, content=content, headers=headers,
                                                          timeout=httpx.Timeout(left)) as resp:
-                raw = _read_capped(resp, action, self.deadline)
+                raw = read_capped(resp, action, self.deadline)
                 status = resp.status_code
-        except _DeadlineHit:
+        except DeadlineHit:
             raise Unavailable(f"{action} failed: {self.proxy} did not answer in time; check that the proxy is "
                               "reachable and try again") from None
         except httpx.TimeoutException:
             raise _Retryable(Unavailable(f"{action} failed: {self.proxy} did not answer in time; check that "
                                          "the proxy is reachable and try again")) from None
         except httpx.TransportError as exc:
-            code = _verify_code(exc)
-            if code in (_NOT_YET_VALID, _EXPIRED):
+            code = verify_code(exc)
+            if code in (NOT_YET_VALID, EXPIRED):
                 raise clock_skew_error(action, self.proxy, code) from None
             if code is not None:
                 raise TrustError(f"{action} failed: the server at {self.proxy} presented a certificate that "
                                  "does not chain to the pinned cluster CA; check --proxy, or log in again if "
                                  "the cluster's CA was rotated") from None
-            raise _Retryable(Unavailable(f"{action} failed: cannot reach {self.proxy} "
-                                         f"({_short(exc)}); check that the proxy is running and reachable")) from None
+            raise _Retryable(Unavailable(f"{action} failed: cannot reach {self.proxy} ({short_error(exc)}); "
+                                         "check that the proxy is running and reachable")) from None
         return _decode(action, status, raw)
 
 
-class _DeadlineHit(BaseException):
+class DeadlineHit(BaseException):
     """Raised by the alarm when a request outlives the deadline (a BaseException so no library swallows it)."""
 
 
 @contextlib.contextmanager
-def _hard_deadline(seconds: float) -> Iterator[None]:
+def hard_deadline(seconds: float) -> Iterator[None]:
     """Bound a whole request, not just each socket operation: httpx's timeouts apply per read, so a server
     dripping one byte at a time could otherwise hold kubectl forever. Main thread only (SIGALRM)."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
@@ -166,7 +166,7 @@ def _hard_deadline(seconds: float) -> Iterator[None]:
         return
 
     def fire(*_: object) -> None:
-        raise _DeadlineHit
+        raise DeadlineHit
 
     previous = signal.signal(signal.SIGALRM, fire)
     signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
@@ -183,7 +183,7 @@ class _Retryable(Exception):
         self.error = error
 
 
-def _read_capped(resp: httpx.Response, action: str, deadline: Deadline) -> bytes:
+def read_capped(resp: httpx.Response, action: str, deadline: Deadline) -> bytes:
     chunks, size = [], 0
     for chunk in resp.iter_bytes():
         size += len(chunk)
@@ -218,18 +218,18 @@ def _decode(action: str, status: int, raw: bytes) -> dict[str, Any]:
     raise error
 
 
-_NOT_YET_VALID, _EXPIRED, _UNKNOWN_VERIFY = 9, 10, -1  # OpenSSL's X509_V_ERR_CERT_NOT_YET_VALID / _HAS_EXPIRED
+NOT_YET_VALID, EXPIRED, UNKNOWN_VERIFY = 9, 10, -1  # OpenSSL's X509_V_ERR_CERT_NOT_YET_VALID / _HAS_EXPIRED
 SKEW_TOLERANCE = 30.0
 
 
-def _verify_code(exc: BaseException) -> int | None:
+def verify_code(exc: BaseException) -> int | None:
     """OpenSSL's verify code when `exc` is (or wraps) a certificate verification failure, else None."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
-            return seen.verify_code or _UNKNOWN_VERIFY
+            return seen.verify_code or UNKNOWN_VERIFY
         seen = seen.__cause__ or seen.__context__
-    return _UNKNOWN_VERIFY if "CERTIFICATE_VERIFY_FAILED" in str(exc) else None
+    return UNKNOWN_VERIFY if "CERTIFICATE_VERIFY_FAILED" in str(exc) else None
 
 
 def server_clock_offset(proxy: str, timeout: float = 3.0) -> float | None:
@@ -251,7 +251,7 @@ def server_clock_offset(proxy: str, timeout: float = 3.0) -> float | None:
 
 def clock_skew_error(action: str, proxy: str, code: int) -> TrustError:
     """A certificate rejected only for its validity times: say that the clocks disagree, and by how much."""
-    state = "not valid yet" if code == _NOT_YET_VALID else "expired"
+    state = "not valid yet" if code == NOT_YET_VALID else "expired"
     offset = server_clock_offset(proxy)
     if offset is None or abs(offset) < SKEW_TOLERANCE:
         return TrustError(f"{action} failed: the certificate of {proxy} is {state} by this machine's clock; "
@@ -261,7 +261,7 @@ def clock_skew_error(action: str, proxy: str, code: int) -> TrustError:
                       f"clock of {proxy}, so its certificate looks {state}; fix the clock (NTP) and retry")
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:120]
 
