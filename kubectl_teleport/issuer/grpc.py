@@ -43,6 +43,7 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: keep this module's import fre
 if TYPE_CHECKING:
     import socket
     import ssl
+    from collections.abc import Callable
 
     from h2.connection import H2Connection
 
@@ -159,6 +160,7 @@ def call(
     deadline_seconds: float,
     max_response: int = 1 << 20,
     sock: socket.socket | None = None,
+    before_request: Callable[[], None] | None = None,
 ) -> bytes:
     """Make one unary gRPC call and return the serialized response message.
 
@@ -166,7 +168,9 @@ def call(
     certificate; its ALPN protocols are set to `alpn` (one context per call, or the same list every time).
     `server_hostname` is the SNI, the name checked in the server's certificate and the `:authority`. With `sock`
     (already connected, e.g. a CONNECT tunnel) `host`/`port` only name the server in errors; the call owns and
-    closes the socket either way.
+    closes the socket either way. `before_request` runs once the connection is up (TLS verified, `h2`
+    negotiated) and before any byte of the request is sent: a caller whose request changes server state can
+    record there that it is about to leave (an exception from it aborts the call, nothing sent).
 
     Raises `GrpcError` for a non-OK status, `TransportError` (or its subclasses `TLSVerifyError`,
     `ProtocolError`, `DeadlineExceeded`) when the call did not complete.
@@ -205,6 +209,8 @@ def call(
                                  f", not h2 (offered {offered}): not a gRPC endpoint, or a proxy that does not route"
                                  " this ALPN")
         wire.sock = tls
+        if before_request is not None:
+            before_request()
         try:
             return _exchange(wire, method, request, server_hostname, max_response)
         except CallError:
