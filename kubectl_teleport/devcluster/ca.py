@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .. import pki
@@ -101,9 +102,9 @@ def serving_sans(hosts: Iterable[str]) -> list[x509.GeneralName]:
 
 
 def issue_serving_cert(ca: CertAuthority, public_key: ec.EllipticCurvePublicKey, common_name: str,
-                       hosts: Iterable[str], now: datetime) -> x509.Certificate:
-    """A server-auth certificate for `hosts` (always also localhost, 127.0.0.1 and ::1)."""
-    sans = serving_sans(["localhost", "127.0.0.1", "::1", *hosts])
+                       hosts: Iterable[str], now: datetime, loopback: bool = True) -> x509.Certificate:
+    """A server-auth certificate for `hosts` (and localhost, 127.0.0.1 and ::1 unless `loopback` is False)."""
+    sans = serving_sans([*(["localhost", "127.0.0.1", "::1"] if loopback else []), *hosts])
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     return (_leaf(ca, subject, public_key, now, now + SERVING_VALIDITY, ExtendedKeyUsageOID.SERVER_AUTH)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -138,4 +139,11 @@ def issue_kube_cert(ca: CertAuthority, public_key: ec.EllipticCurvePublicKey, us
         x509.NameAttribute(pki.OID_TELEPORT_CLUSTER, teleport_cluster),
     ]
     return _leaf(ca, x509.Name(attrs), public_key, now, not_after,
+                 ExtendedKeyUsageOID.CLIENT_AUTH).sign(ca.key, hashes.SHA256())
+
+
+def issue_identity_cert(ca: CertAuthority, public_key: PublicKeyTypes, subject: x509.Name, now: datetime,
+                        not_after: datetime) -> x509.Certificate:
+    """A client certificate with a Teleport identity subject (see tlsidentity), for any RSA/ECDSA/Ed25519 key."""
+    return _leaf(ca, subject, public_key, now, not_after,  # type: ignore[arg-type]
                  ExtendedKeyUsageOID.CLIENT_AUTH).sign(ca.key, hashes.SHA256())

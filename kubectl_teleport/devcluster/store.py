@@ -54,10 +54,17 @@ CREATE TABLE IF NOT EXISTS rolebindings (
     PRIMARY KEY (cluster, namespace, verbs, resources, subject_kind, subject_name)
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS bot_instances (  -- Teleport 16.2+: one per join, each with its own generation
+    id TEXT PRIMARY KEY,
+    bot TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
 """
 
 COUNTERS = ("joins", "identity_renewals", "idempotent_retries", "kube_certs_issued", "rejected_requests",
-            "bots_locked", "kube_unauthorized", "kube_forbidden")
+            "bots_locked", "kube_unauthorized", "kube_forbidden", "generation_mismatches",
+            "impersonated_certs_issued")
 
 
 class NotInitialised(Exception):
@@ -166,6 +173,10 @@ def put_ca(conn: sqlite3.Connection, kind: str, cert_pem: str, key_pem: str) -> 
     conn.execute("INSERT INTO cas (kind, cert_pem, key_pem) VALUES (?, ?, ?)", (kind, cert_pem, key_pem))
 
 
+def has_ca(conn: sqlite3.Connection, kind: str) -> bool:
+    return conn.execute("SELECT 1 FROM cas WHERE kind = ?", (kind,)).fetchone() is not None
+
+
 # roles --------------------------------------------------------------------------------------------------------
 
 def put_role(conn: sqlite3.Connection, name: str, yaml_text: str, spec: dict[str, Any]) -> bool:
@@ -204,6 +215,7 @@ def upsert_bot(conn: sqlite3.Connection, name: str, roles: list[str], now: int) 
 
 def delete_bot(conn: sqlite3.Connection, name: str) -> bool:
     conn.execute("DELETE FROM tokens WHERE bot = ?", (name,))
+    conn.execute("DELETE FROM bot_instances WHERE bot = ?", (name,))
     return conn.execute("DELETE FROM bots WHERE name = ?", (name,)).rowcount > 0
 
 
@@ -219,6 +231,31 @@ def record_renewal(conn: sqlite3.Connection, name: str, presented: int, public_k
     conn.execute("UPDATE bots SET generation = ?, last_presented_generation = ?, last_public_key = ?, "
                  "last_cert_pem = ?, last_expires = ? WHERE name = ?",
                  (presented + 1, presented, public_key_der, cert_pem, expires, name))
+
+
+def set_generation(conn: sqlite3.Connection, name: str, generation: int) -> None:
+    """The bot's generation label (Teleport's legacy counter, kept in sync by 16.2+ too); locks untouched."""
+    conn.execute("UPDATE bots SET generation = ?, last_presented_generation = NULL, last_public_key = NULL, "
+                 "last_cert_pem = NULL, last_expires = NULL WHERE name = ?", (generation, name))
+
+
+def add_instance(conn: sqlite3.Connection, instance_id: str, bot: str, generation: int, now: int) -> None:
+    conn.execute("INSERT INTO bot_instances (id, bot, generation, created_at) VALUES (?, ?, ?, ?)",
+                 (instance_id, bot, generation, now))
+
+
+def get_instance(conn: sqlite3.Connection, instance_id: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM bot_instances WHERE id = ?", (instance_id,)).fetchone()
+
+
+def set_instance_generation(conn: sqlite3.Connection, instance_id: str, generation: int) -> None:
+    conn.execute("UPDATE bot_instances SET generation = ? WHERE id = ?", (generation, instance_id))
+
+
+def list_instances(conn: sqlite3.Connection, bot: str | None = None) -> list[sqlite3.Row]:
+    if bot is None:
+        return conn.execute("SELECT * FROM bot_instances ORDER BY bot, created_at, id").fetchall()
+    return conn.execute("SELECT * FROM bot_instances WHERE bot = ? ORDER BY created_at, id", (bot,)).fetchall()
 
 
 def set_lock(conn: sqlite3.Connection, name: str, locked: bool, reason: str | None, now: int) -> bool:
