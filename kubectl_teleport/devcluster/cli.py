@@ -9,6 +9,7 @@ Exit codes:
     3  state directory missing or not initialised (run `start` or `init` first)
     4  not found: unknown bot, role, lock or Kubernetes cluster
     5  cannot listen on the requested address (start)
+    6  a library the devcluster needs is missing (grpcio: install with the devcluster extra; start)
 Errors are one line on stderr: `kubectl-teleport-devcluster: error: ...`.
 """
 
@@ -25,7 +26,8 @@ from typing import Any, NoReturn
 from .. import __version__
 
 PROG = "kubectl-teleport-devcluster"
-OK, INTERNAL, USAGE, NOT_INITIALISED, NOT_FOUND, CANNOT_LISTEN = 0, 1, 2, 3, 4, 5
+DEFAULT_PROXY_PORT = 3080
+OK, INTERNAL, USAGE, NOT_INITIALISED, NOT_FOUND, CANNOT_LISTEN, MISSING_DEPENDENCY = 0, 1, 2, 3, 4, 5, 6
 
 
 class CliError(Exception):
@@ -97,10 +99,16 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     from .roles import RoleError, parse_duration
     from .server import ServingConfig, parse_hostport, serve
+    from .versions import ProfileError, make_profile
 
     try:
         listen, kube_listen = parse_hostport(args.listen), parse_hostport(args.kube_listen)
-    except ValueError as e:
+        auth_listen = parse_hostport(args.auth_listen)
+        # The proxy's default follows --listen: Teleport's 3080, or any free port when --listen asks for one.
+        proxy_listen = parse_hostport(args.proxy_listen) if args.proxy_listen else \
+            ("127.0.0.1", 0 if listen[1] == 0 else DEFAULT_PROXY_PORT)
+        profile = make_profile(args.teleport_version, args.suite, tls_routing=not args.no_tls_routing)
+    except (ValueError, ProfileError) as e:
         raise CliError(str(e), USAGE) from None
     offset = args.clock_offset.strip()
     sign = -1 if offset.startswith("-") else 1
@@ -110,7 +118,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         raise CliError(f"--clock-offset: {e}", USAGE) from None
     return serve(ServingConfig(Path(args.state_dir), listen, kube_listen, args.cluster_name,
                                Path(args.ready_file) if args.ready_file else None, args.seed_demo,
-                               clock_offset=sign * seconds))
+                               clock_offset=sign * seconds, proxy_listen=proxy_listen, auth_listen=auth_listen,
+                               profile=profile))
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -153,6 +162,8 @@ def cmd_roles_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_bots_add(args: argparse.Namespace) -> int:
+    import shlex
+
     from .. import pki
     from . import store
     from .authority import Authority, rfc3339
@@ -165,23 +176,34 @@ def cmd_bots_add(args: argparse.Namespace) -> int:
     state = Path(args.state_dir)
     with _conn(args) as conn:
         proxy = store.get_setting(conn, "proxy") or "<proxy HOST:PORT>"
+        teleport_proxy = store.get_setting(conn, "teleport_proxy") or "<proxy HOST:PORT>"
+        web_ca_file = store.get_setting(conn, "web_ca_file")
         pin = pki.spki_pin(pki.load_cert(store.get_ca(conn, "host")[0]))
         cluster = _only_cluster(conn) or "<kube-cluster>"
+    roles = _csv(args.roles)
     try:
-        token, expires = Authority(state).add_bot(args.name, _csv(args.roles), ttl)
+        token, expires = Authority(state).add_bot(args.name, roles, ttl)
     except LookupError as e:
         raise CliError(str(e.args[0]), NOT_FOUND) from None
     except ValueError as e:
         raise CliError(str(e), USAGE) from None
     login = f"kubectl-teleport login --proxy {proxy} --token {token} --ca-pin {pin} --kube-cluster {cluster}"
+    # The Teleport proxy's web certificate comes from the devcluster's web CA: SSL_CERT_FILE makes it trusted.
+    teleport_login = " ".join([
+        *([f"SSL_CERT_FILE={shlex.quote(web_ca_file)}"] if web_ca_file else []),
+        f"kubectl-teleport login --proxy {teleport_proxy} --token {token} --ca-pin {pin} --kube-cluster {cluster}",
+        *(f"--role {shlex.quote(r)}" for r in roles)])
     if args.format == "json":
         print(json.dumps({"bot": args.name, "token": token, "ca_pins": [pin], "proxy": proxy,
-                          "expires": rfc3339(expires), "kube_cluster": cluster, "login_command": login}, indent=2))
+                          "expires": rfc3339(expires), "kube_cluster": cluster, "login_command": login,
+                          "roles": roles, "teleport_proxy": teleport_proxy, "web_ca_file": web_ca_file,
+                          "teleport_login_command": teleport_login}, indent=2))
         return OK
     minutes = max(1, round(ttl / 60))
     print(f"The bot token: {token}\nThis token will expire in {minutes} minute{'s' * (minutes != 1)} "
           f"({rfc3339(expires)}); it can be used once.\n\nCA pin: {pin}\n\n"
-          f"Run this on the machine that runs kubectl:\n\n{login}")
+          f"Run this on the machine that runs kubectl:\n\n{login}\n\n"
+          f"Or, through the Teleport proxy (the roles to impersonate are {', '.join(roles)}):\n\n{teleport_login}")
     return OK
 
 
@@ -193,6 +215,20 @@ def cmd_bots_ls(args: argparse.Namespace) -> int:
                  "locked": bool(b["locked"])} for b in store.list_bots(conn)]
     rows = [[b["name"], ",".join(b["roles"]), b["generation"], "yes" if b["locked"] else "no"] for b in bots]
     _emit(args, bots, ["NAME", "ROLES", "GENERATION", "LOCKED"], rows)
+    return OK
+
+
+def cmd_bots_instances(args: argparse.Namespace) -> int:
+    from . import store
+
+    with _conn(args) as conn:
+        if args.name and store.get_bot(conn, args.name) is None:
+            raise CliError(f"no bot named {args.name!r}", NOT_FOUND)
+        found = [{"id": i["id"], "bot": i["bot"], "generation": i["generation"],
+                  "created": datetime.fromtimestamp(i["created_at"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                 for i in store.list_instances(conn, args.name)]
+    _emit(args, found, ["BOT", "INSTANCE", "GENERATION", "CREATED"],
+          [[i["bot"], i["id"], i["generation"], i["created"]] for i in found])
     return OK
 
 
@@ -367,6 +403,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--clock-offset", default="0", metavar="[-]DURATION",
                    help="run the cluster's clock ahead (or, with '-', behind) this machine's, e.g. 10m or -5m: "
                    "for trying clock skew")
+    c.add_argument("--proxy-listen", metavar="HOST:PORT",
+                   help="the Teleport proxy's one TLS port (web API, auth and Kubernetes routed by ClientHello); "
+                   f"default 127.0.0.1:{DEFAULT_PROXY_PORT}, or a free port when --listen's port is 0")
+    c.add_argument("--auth-listen", default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="the auth service's own gRPC port (what --auth-server connects to; default: a free "
+                   "loopback port)")
+    c.add_argument("--no-tls-routing", action="store_true",
+                   help="make the proxy port a plain web API port (no ALPN/SNI routes), as a proxy with separate "
+                   "listeners")
+    c.add_argument("--teleport-version", metavar="16|17|18",
+                   help="the Teleport version to behave as (default 17; a full version like 17.5.0 works too)")
+    c.add_argument("--suite", choices=("legacy", "balanced-v1"),
+                   help="the signature algorithm suite: which key algorithm clients must use (default balanced-v1 "
+                   "for 17 and 18; 16 has no suites and takes RSA 2048 keys)")
 
     c = command("create", cmd_create, "create or update roles from a Teleport role v5 YAML file")
     c.add_argument("-f", "--file", required=True, metavar="FILE", help="role YAML ('-' reads stdin)")
@@ -383,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--roles", required=True, metavar="R1[,R2]", help="roles of the bot")
     c.add_argument("--token-ttl", default="1h", metavar="DURATION", help="token lifetime (default 1h)")
     command("ls", cmd_bots_ls, "list bots", bots, fmt=True)
+    c = command("instances", cmd_bots_instances, "list bot instances (Teleport 16.2+: one per join, each with "
+                "its own generation)", bots, fmt=True)
+    c.add_argument("name", nargs="?", help="only this bot's instances")
     command("rm", cmd_bots_rm, "remove a bot: its identity stops working", bots).add_argument("name")
 
     locks = sub.add_parser("locks", help="bot locks").add_subparsers(dest="sub", required=True, metavar="COMMAND")
@@ -444,10 +497,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", INTERNAL)
     except Exception as e:
         from .files import UnsafePath
-        from .server import ListenError
+        from .server import ListenError, MissingDependency
 
         if isinstance(e, ListenError):
             return _fail(str(e), CANNOT_LISTEN)
+        if isinstance(e, MissingDependency):
+            return _fail(str(e), MISSING_DEPENDENCY)
         if isinstance(e, UnsafePath):
             return _fail(str(e), NOT_INITIALISED)
         return _fail(f"internal error: {type(e).__name__}: {e}", INTERNAL)

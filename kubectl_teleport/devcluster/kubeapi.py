@@ -19,6 +19,7 @@ from . import kubeobjects as ko
 from . import rbac, store
 from .authority import rfc3339
 from .httpbase import BadBody, BodyTooLarge, TLSHandler
+from .tlsidentity import read_identity
 
 UNAUTHORIZED = ko.status(401, "Unauthorized", "Unauthorized")
 
@@ -132,20 +133,41 @@ class KubeApiHandler(TLSHandler):
         self.send_json(int(body["code"]), body)
 
     def _authenticate(self, conn: Any) -> User | None:
-        """kube-apiserver's x509 rule (CN user, O groups) plus: the cert names an existing cluster of ours."""
+        """Who the client certificate says, for an existing cluster of ours; None when it is not a kube cert.
+
+        A Teleport certificate (it names a bot, OID 1.3.9999.2.18) is read as Teleport's kube proxy reads it: the
+        Kubernetes user and groups from its kube users/groups attributes (no kube user: the Teleport user; several:
+        the one in an `Impersonate-User` header), and its bot must not be locked. A /v1-era certificate follows
+        kube-apiserver's x509 rule (CN user, O groups).
+        """
         cert = self.peer_cert()
         if cert is None:
             return None
         now = self.app.now()
         if now >= pki.not_after(cert) or now < pki.not_before(cert):
             return None
-        ident = pki.identity_of(cert)
-        if (not ident.username or ident.renewable or ident.kube_cluster is None
+        ident = read_identity(cert)
+        if (not ident.username or ident.renewable or not ident.kube_cluster
                 or ident.teleport_cluster != store.get_setting(conn, "cluster_name")
                 or store.get_kube_cluster(conn, ident.kube_cluster) is None):
             return None
         cred = "X509SHA256=" + hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-        return User(ident.username, [*ident.groups, "system:authenticated"], ident.kube_cluster, cred)
+        if not ident.bot_name:
+            return User(ident.username, [*ident.groups, "system:authenticated"], ident.kube_cluster, cred)
+        bot = store.get_bot(conn, ident.bot_name)
+        if bot is None or bot["locked"]:
+            raise KubeError(ko.status(403, "Forbidden", f'access denied: lock targeting User:"{ident.username}" is '
+                                      "in force" if bot is not None else f"bot {ident.bot_name!r} no longer exists",
+                                      {}))
+        if len(ident.kube_users) > 1:
+            wanted = self.headers.get("Impersonate-User")
+            if wanted not in ident.kube_users:
+                raise KubeError(ko.status(403, "Forbidden", "please select a user to impersonate: the certificate "
+                                          f"grants {', '.join(ident.kube_users)} (Impersonate-User header)", {}))
+            user = wanted
+        else:
+            user = ident.kube_users[0] if ident.kube_users else ident.username
+        return User(user, [*ident.kube_groups, "system:authenticated"], ident.kube_cluster, cred)
 
     # routing ------------------------------------------------------------------------------------------------
 

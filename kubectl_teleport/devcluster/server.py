@@ -1,4 +1,5 @@
-"""`start`: serve the auth API and the Kubernetes endpoint over TLS until SIGTERM/SIGINT."""
+"""`start`: serve the auth API, the Kubernetes endpoint and the Teleport side (the proxy's one TLS port and the
+auth gRPC service, see teleport_side) over TLS until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,12 +23,18 @@ from .ca import KUBE_TLS_SERVER_NAME, CertAuthority, issue_serving_cert
 from .httpbase import TLSServer, server_context
 from .kubeapi import KubeApiHandler, KubeApp
 from .seed import seed_demo
+from .teleport_side import kube_proxy_sans, start_teleport_side
+from .versions import Profile
 
 RUN_DIR = "run"
 
 
 class ListenError(Exception):
     """An address could not be bound."""
+
+
+class MissingDependency(Exception):
+    """A library the Teleport side needs (grpcio) is not installed."""
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -62,6 +69,9 @@ class ServingConfig:
     ready_file: Path | None
     seed: bool
     clock_offset: float = 0.0  # seconds this cluster's clock runs ahead of the machine's (tests of clock skew)
+    proxy_listen: tuple[str, int] = ("127.0.0.1", 0)
+    auth_listen: tuple[str, int] = ("127.0.0.1", 0)
+    profile: Profile = field(default_factory=Profile)
 
     def now(self) -> datetime:
         return pki.utcnow() + timedelta(seconds=self.clock_offset)
@@ -105,8 +115,8 @@ def serve(cfg: ServingConfig) -> int:
     api_files = _serving_files(cfg.state_dir, "auth", host_ca, [cfg.listen[0], advertised_host(cfg.listen[0])],
                                cfg.now())
     kube_files = _serving_files(cfg.state_dir, "kube", host_ca,
-                                [cfg.kube_listen[0], advertised_host(cfg.kube_listen[0]), KUBE_TLS_SERVER_NAME],
-                                cfg.now())
+                                [cfg.kube_listen[0], advertised_host(cfg.kube_listen[0]), KUBE_TLS_SERVER_NAME,
+                                 *kube_proxy_sans(cfg.proxy_listen[0])], cfg.now())
     authority = Authority(cfg.state_dir, now=cfg.now)
     kube_app = KubeApp(cfg.state_dir, now=cfg.now)
     api = _bind(cfg.listen, AuthApiHandler, server_context(*api_files, user_ca_pem), authority, "auth")
@@ -122,6 +132,18 @@ def serve(cfg: ServingConfig) -> int:
     with store.opened(cfg.state_dir) as conn, store.transaction(conn):
         store.set_setting(conn, "proxy", proxy)
         store.set_setting(conn, "kube_server", f"https://{kube_addr}")
+    try:
+        teleport = start_teleport_side(cfg.state_dir, cfg.profile, cfg.proxy_listen, cfg.auth_listen,
+                                       (advertised_host(cfg.kube_listen[0]), kube.server_address[1]), kube_addr,
+                                       cfg.now, cfg.clock_offset)
+    except (OSError, ImportError) as e:
+        for s in (api, kube):
+            s.server_close()
+        if isinstance(e, ImportError):
+            raise MissingDependency(f"the devcluster needs {e.name or 'grpcio'} for its Teleport side: install "
+                                    "kubectl-teleport with the devcluster extra (./install.sh does)") from None
+        raise ListenError(f"cannot listen on {format_hostport(*cfg.proxy_listen)} or "
+                          f"{format_hostport(*cfg.auth_listen)}: {e.strerror or e}") from None
 
     threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, name=s.name, daemon=True)
                for s in (api, kube)]
@@ -130,14 +152,23 @@ def serve(cfg: ServingConfig) -> int:
     pin = pki.spki_pin(host_ca.cert)
     if cfg.ready_file is not None:
         ready = {"proxy": proxy, "kube_server": f"https://{kube_addr}", "cluster_name": cluster, "ca_pin": pin,
-                 "user_ca_pem": user_ca_pem, "pid": os.getpid()}
+                 "user_ca_pem": user_ca_pem, "pid": os.getpid(),
+                 "teleport_proxy": teleport.teleport_proxy, "auth_server": teleport.auth_server,
+                 "host_ca_pem": host_ca.cert_pem, "web_ca_file": str(teleport.web_ca_file),
+                 "teleport_version": cfg.profile.version, "suite": cfg.profile.suite,
+                 "tls_routing": cfg.profile.tls_routing}
         files.write_file(cfg.ready_file, json.dumps(ready, indent=2).encode() + b"\n", mode=0o644)
     print(f"devcluster {cluster}: auth API https://{proxy}, Kubernetes https://{kube_addr}, CA pin {pin}",
+          flush=True)
+    routing = "TLS routing" if cfg.profile.tls_routing else "no TLS routing"
+    print(f"devcluster {cluster}: Teleport {cfg.profile.version} ({cfg.profile.suite}): proxy "
+          f"{teleport.teleport_proxy} ({routing}), auth {teleport.auth_server}, web CA {teleport.web_ca_file}",
           flush=True)
     try:
         while not stop.wait(1.0):
             pass
     finally:
+        teleport.close()
         for s in (api, kube):
             s.shutdown()
             s.server_close()
