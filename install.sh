@@ -291,9 +291,10 @@ wheels=("$TMP"/dist/kubectl_teleport-*.whl)
 [[ -f ${wheels[0]} ]] || die "building the package from $SRC produced no wheel"
 WHEEL=${wheels[0]}
 
-extra=""
-[[ $DEV == 1 ]] && extra="[test]"
-say "installing dependencies${extra:+ (with the test extra)}"
+# The devcluster extra (grpcio, for the devcluster's auth gRPC service) always: `kubectl-teleport demo` needs it.
+extra="[devcluster]" with_test=""
+[[ $DEV == 1 ]] && extra="[devcluster,test]" with_test=" with the test extra"
+say "installing dependencies${with_test:+ (with the test extra)}"
 "${PIP[@]}" install -q --upgrade-strategy only-if-needed "$WHEEL$extra" \
     || die "installing the dependencies failed (pip's output is above); check the network or a proxy and re-run"
 "${PIP[@]}" install -q --force-reinstall --no-deps "$WHEEL" \
@@ -326,7 +327,7 @@ done
 
 # ---- report ----------------------------------------------------------------------------------------------
 say ""
-say "kubectl-teleport $VERSION installed${extra:+ with the test extra}"
+say "kubectl-teleport $VERSION installed$with_test"
 say "  venv:        $VENV ($venv_state)"
 say "  interpreter: $PY_REAL (Python $PY_MAJOR.$PY_MINOR.$PY_PATCH)"
 say "  links:"
