@@ -44,6 +44,15 @@ class DevCluster:
     user_ca_pem: str
     process: subprocess.Popen
     log_path: Path | None = field(default=None, repr=False)
+    # The Teleport side (see docs/devcluster.md): the proxy's one TLS port, the auth gRPC port, the host CA, the
+    # web CA file (for SSL_CERT_FILE) and the behaviour chosen at start.
+    teleport_proxy: str = ""  # "127.0.0.1:PORT"
+    auth_server: str = ""  # "127.0.0.1:PORT"
+    host_ca_pem: str = field(default="", repr=False)
+    web_ca_file: str = ""
+    teleport_version: str = ""
+    suite: str = ""
+    tls_routing: bool = True
 
     def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run `kubectl-teleport-devcluster ARGS --state-dir DIR`, text output captured."""
@@ -88,7 +97,7 @@ def start_devcluster(base: Path, *extra: str, seed: bool = True) -> DevCluster:
     base.mkdir(parents=True, exist_ok=True)
     state, ready, log_path = base / "state", base / "ready.json", base / "devcluster.log"
     args = ["start", "--state-dir", str(state), "--listen", "127.0.0.1:0", "--kube-listen", "127.0.0.1:0",
-            "--ready-file", str(ready), *(["--seed-demo"] if seed else []), *extra]
+            "--proxy-listen", "127.0.0.1:0", "--ready-file", str(ready), *(["--seed-demo"] if seed else []), *extra]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(devcluster_cmd(*args), stdout=log, stderr=subprocess.STDOUT,
                                 env=devcluster_env())
@@ -103,4 +112,7 @@ def start_devcluster(base: Path, *extra: str, seed: bool = True) -> DevCluster:
         time.sleep(0.02)
     info = json.loads(ready.read_text())
     return DevCluster(state, info["proxy"], info["kube_server"], info["cluster_name"], info["ca_pin"],
-                      info["user_ca_pem"], proc, log_path)
+                      info["user_ca_pem"], proc, log_path, teleport_proxy=info.get("teleport_proxy", ""),
+                      auth_server=info.get("auth_server", ""), host_ca_pem=info.get("host_ca_pem", ""),
+                      web_ca_file=info.get("web_ca_file", ""), teleport_version=info.get("teleport_version", ""),
+                      suite=info.get("suite", ""), tls_routing=info.get("tls_routing", True))
