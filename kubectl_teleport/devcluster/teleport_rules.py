@@ -21,13 +21,13 @@ from cryptography import x509
 
 from .. import pki
 from ..proto import teleport_auth_pb2 as pb
-from . import store, traceerr
+from . import store, traceerr, versions
 from .ca import CertAuthority, issue_identity_cert
 from .pubkeys import PublicKey, check_suite, parse_ssh_key, parse_tls_key
 from .roles import Role, grants_for
 from .sshca import SSH_HOST_CA, SSH_USER_CA, SSHAuthority, issue_user_cert
 from .tlsidentity import TeleportIdentity, read_identity
-from .versions import V17_ACCEPTS_LEGACY_PUBLIC_KEY, Profile
+from .versions import Profile
 
 DEFAULT_RENEWABLE_TTL = timedelta(hours=1)  # Teleport's DefaultRenewableCertTTL (join without `expires`)
 MAX_RENEWABLE_TTL = timedelta(hours=24)  # MaxRenewableCertTTL, also the cap of impersonated certificates
@@ -204,7 +204,7 @@ class TeleportAuthority:
             ssh = self._check_key(parse_ssh_key(req.ssh_public_key, "SSHPublicKey"), "SSHPublicKey") \
                 if req.ssh_public_key else None
             return tls, ssh
-        if req.public_key and V17_ACCEPTS_LEGACY_PUBLIC_KEY:
+        if req.public_key and versions.V17_ACCEPTS_LEGACY_PUBLIC_KEY:
             key = self._check_key(parse_ssh_key(req.public_key, "PublicKey"), "PublicKey")
             return key, key
         if req.public_key:
