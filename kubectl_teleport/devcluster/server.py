@@ -168,9 +168,13 @@ def serve(cfg: ServingConfig) -> int:
         while not stop.wait(1.0):
             pass
     finally:
-        teleport.close()
+        # in parallel: each shutdown waits up to a poll interval for its serving loop
+        stoppers = [threading.Thread(target=f) for f in (teleport.close, api.shutdown, kube.shutdown)]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
         for s in (api, kube):
-            s.shutdown()
             s.server_close()
         if cfg.ready_file is not None:
             with contextlib.suppress(FileNotFoundError):
