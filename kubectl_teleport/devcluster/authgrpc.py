@@ -39,15 +39,21 @@ def _check_version(context: grpc.ServicerContext) -> None:
 
 
 def _handler(name: str, call: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[[Any, Any], Any]:
+    """Run `call`; map its TraceError to a gRPC status; log one line per call (method and status only)."""
     def run(request: Any, context: grpc.ServicerContext) -> Any:
+        status = grpc.StatusCode.OK
         try:
             _check_version(context)
             return call(request, context)
         except traceerr.TraceError as e:
-            context.abort(_STATUS[e.grpc_code], e.message)
+            status = _STATUS[e.grpc_code]
+            context.abort(status, e.message)
         except Exception as e:  # a bug: one line, no traceback, no secret
+            status = grpc.StatusCode.INTERNAL
             sys.stderr.write(f"auth: internal error in {name}: {type(e).__name__}\n")
-            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            context.abort(status, "internal error")
+        finally:
+            sys.stderr.write(f"auth: {SERVICE}/{name} {status.name}\n")
         return None  # unreachable: abort raises
 
     return run
