@@ -184,5 +184,5 @@ class WebApiHandler(TLSHandler):
             self.close_connection = True  # an unread body must not be taken for the next request
         self.send_json(status, body)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
 
