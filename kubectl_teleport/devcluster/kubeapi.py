@@ -1,9 +1,11 @@
-"""The devcluster's Kubernetes endpoint: x509 authentication like kube-apiserver, RBAC, and the read-only API
-that kubectl and the Python kubernetes client need (discovery, namespaces, pods, deployments, whoami)."""
+"""The devcluster's Kubernetes endpoint: x509 authentication like kube-apiserver, RBAC, and the API that kubectl
+and the Python kubernetes client need: discovery, whoami, reads of namespaces, pods and deployments, and Secrets
+in a namespace (get, list, create, server-side apply, delete; their semantics are in kubesecrets.py)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,12 +18,16 @@ from cryptography.hazmat.primitives import serialization
 
 from .. import __version__, pki
 from . import kubeobjects as ko
-from . import rbac, store
+from . import kubeproto, rbac, store
+from . import kubesecrets as ks
 from .authority import rfc3339
 from .httpbase import BadBody, BodyTooLarge, TLSHandler
 from .tlsidentity import read_identity
 
 UNAUTHORIZED = ko.status(401, "Unauthorized", "Unauthorized")
+APPLY_PATCH = "application/apply-patch+yaml"
+MAX_FIELD_MANAGER = 128
+TRUE_VALUES = ("1", "t", "T", "true", "TRUE", "True")  # Go's strconv.ParseBool
 
 
 @dataclass
@@ -111,7 +117,7 @@ class KubeApiHandler(TLSHandler):
                 return
             code, body = self._route(conn, user)
             self.send_json(code, body)
-        except KubeError as e:
+        except (KubeError, ks.SecretError) as e:
             if e.body.get("code") == 403:
                 store.bump(conn, "kube_forbidden")
             self._fail(e.body)
@@ -175,26 +181,30 @@ class KubeApiHandler(TLSHandler):
         url = urlsplit(self.path)
         parts = [p for p in url.path.split("/") if p]
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        if self.command == "POST":
-            if parts == ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"]:
-                return 201, self._whoami(user)
-            raise _not_found_path() if not self._is_resource_path(parts) else self._method_not_allowed()
-        if self.command not in ("GET", "HEAD"):
-            raise self._method_not_allowed() if self._is_resource_path(parts) else _not_found_path()
+        if self.command == "POST" and parts == ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"]:
+            return 201, self._whoami(user)
+        reading = self.command in ("GET", "HEAD")
+        if not self._is_resource_path(parts):
+            raise _not_found_path()
         if parts == ["version"]:
-            return 200, ko.KUBE_VERSION
+            return self._read_only(reading, ko.KUBE_VERSION)
+        if parts == ["openapi", "v3"]:
+            return self._read_only(reading, ko.openapi_v3_root())
+        if parts[:2] == ["openapi", "v3"] and "/".join(parts[2:]) in ko.openapi_v3_root()["paths"]:
+            gv = "/".join(parts[3:])
+            return self._read_only(reading, ko.openapi_v3_group_version(gv))
         if parts == ["api"]:
-            return 200, ko.api_versions(self.app.address)
+            return self._read_only(reading, ko.api_versions(self.app.address))
         if parts == ["apis"]:
-            return 200, ko.api_group_list()
+            return self._read_only(reading, ko.api_group_list())
         if len(parts) == 2 and parts[0] == "apis" and any(r.group == parts[1] for r in ko.RESOURCES):
-            return 200, ko.api_group(parts[1])
+            return self._read_only(reading, ko.api_group(parts[1]))
         gv = "/".join(parts[1:3]) if parts[:1] == ["apis"] else "/".join(parts[1:2])
         rest = parts[3:] if parts[:1] == ["apis"] else parts[2:]
         if parts[:1] not in (["api"], ["apis"]) or gv not in ko.GROUP_VERSIONS:
             raise _not_found_path()
         if not rest:
-            return 200, ko.resource_list(gv)
+            return self._read_only(reading, ko.resource_list(gv))
         if query.get("watch") in ("1", "true"):
             raise KubeError(ko.status(405, "MethodNotAllowed", "watch is not supported by the devcluster", {}))
         namespace: str | None = None
@@ -206,6 +216,19 @@ class KubeApiHandler(TLSHandler):
         if namespace is not None and not resource.namespaced:
             raise _not_found_path()
         name = rest[1] if len(rest) == 2 else None
+        verb = {("GET", True): "get", ("GET", False): "list", ("HEAD", True): "get", ("HEAD", False): "list",
+                ("POST", False): "create", ("PATCH", True): "patch", ("DELETE", True): "delete"
+                }.get((self.command, name is not None))
+        if verb not in resource.verbs:
+            raise self._method_not_allowed()
+        if verb == "create" and namespace is not None:
+            return self._create(conn, user, resource, namespace, query)
+        if verb == "patch" and namespace is not None and name is not None:
+            return self._apply(conn, user, resource, namespace, name, query)
+        if verb == "delete" and namespace is not None and name is not None:
+            return self._delete(conn, user, resource, namespace, name, query)
+        if not reading:
+            raise _not_found_path()
         if resource is ko.NAMESPACES and name is not None:
             return self._get(conn, user, resource, "", name, authz_namespace=name)
         if name is not None:
@@ -214,8 +237,13 @@ class KubeApiHandler(TLSHandler):
             return self._get(conn, user, resource, namespace, name, authz_namespace=namespace)
         return self._list(conn, user, resource, namespace, query)
 
+    def _read_only(self, reading: bool, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if not reading:
+            raise self._method_not_allowed()
+        return 200, body
+
     def _is_resource_path(self, parts: list[str]) -> bool:
-        return bool(parts) and parts[0] in ("api", "apis", "version")
+        return bool(parts) and parts[0] in ("api", "apis", "version", "openapi")
 
     def _method_not_allowed(self) -> KubeError:
         return KubeError(ko.status(405, "MethodNotAllowed",
@@ -263,6 +291,135 @@ class KubeApiHandler(TLSHandler):
                                  query.get("includeObject", "Metadata"), self._rv(objs), resource.api_version)
         return 200, {"kind": f"{resource.kind}List", "apiVersion": resource.api_version,
                      "metadata": {"resourceVersion": self._rv(objs)}, "items": objs}
+
+    # writes (Secrets) ---------------------------------------------------------------------------------------
+
+    def _dry_run(self, query: dict[str, str], options: str) -> bool:
+        value = query.get("dryRun", "")
+        if value not in ("", "All"):
+            raise ks.invalid("", [("dryRun", "FieldValueNotSupported",
+                                   f'Unsupported value: "{value}": supported values: "All"')],
+                             kind=options, group="meta.k8s.io")
+        return value == "All"
+
+    def _content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+
+    def _unsupported_media(self, accepted: str) -> KubeError:
+        self.read_body()
+        return KubeError(ko.status(415, "UnsupportedMediaType", "the body of the request was in an unknown "
+                                   f"format - accepted media types include: {accepted}", {}))
+
+    def _require_namespace(self, conn: Any, user: User, namespace: str) -> None:
+        """Objects are created only in a namespace that exists (kube-apiserver's NamespaceLifecycle)."""
+        if store.get_kube_object(conn, user.cluster, "Namespace", "", namespace) is None:
+            raise KubeError(ko.status(404, "NotFound", f'namespaces "{namespace}" not found',
+                                      ko.details(ko.NAMESPACES, namespace)))
+
+    def _field_manager(self, query: dict[str, str], options: str, default: str = "") -> str:
+        manager = query.get("fieldManager", "") or default
+        if len(manager) > MAX_FIELD_MANAGER:
+            raise ks.invalid("", [("fieldManager", "FieldValueTooLong",
+                                   f"Too long: may not be longer than {MAX_FIELD_MANAGER}")],
+                             kind=options, group="meta.k8s.io")
+        return manager
+
+    def _apply(self, conn: Any, user: User, resource: ko.Resource, namespace: str, name: str,
+               query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """PATCH with an apply patch: apply onto the Secret, or create it (which needs `create` too)."""
+        self._authorise(conn, user, "patch", resource, namespace, name)
+        if self._content_type() != APPLY_PATCH:
+            raise self._unsupported_media(APPLY_PATCH)
+        raw = self.read_body()
+        manager = self._field_manager(query, "PatchOptions")
+        if not manager:
+            raise ks.missing_field_manager()
+        dry_run = self._dry_run(query, "PatchOptions")
+        force = query.get("force", "") in TRUE_VALUES
+        flat, precondition = ks.desired(ks.decode(raw, yaml_allowed=True), namespace, name,
+                                        strict=query.get("fieldValidation") == "Strict")
+        now = rfc3339(self.app.now())
+        with store.transaction(conn):
+            existing = store.get_kube_object(conn, user.cluster, resource.kind, namespace, name)
+            if existing is None:  # an apply that creates needs `create` too, as in kube-apiserver
+                self._authorise(conn, user, "create", resource, namespace, name)
+                self._require_namespace(conn, user, namespace)
+                obj = ks.new_object(namespace, name, flat, manager, "Apply", now,
+                                    store.next_resource_version(conn, take=not dry_run))
+                code = 201
+            else:
+                changed = ks.apply(existing, flat, precondition, manager, force, now,
+                                   store.next_resource_version(conn, take=False))
+                if changed is None:
+                    return 200, {"kind": resource.kind, "apiVersion": resource.api_version, **existing}
+                obj, code = changed, 200
+                if not dry_run:
+                    store.next_resource_version(conn)
+            if not dry_run:
+                store.put_kube_object(conn, user.cluster, resource.kind, namespace, name, obj, replace=True)
+        return code, {"kind": resource.kind, "apiVersion": resource.api_version, **obj}
+
+    def _create(self, conn: Any, user: User, resource: ko.Resource, namespace: str,
+                query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """POST: create a Secret (`kubectl create secret`); its fields are owned by an `Update` manager."""
+        self._authorise(conn, user, "create", resource, namespace, None)
+        content_type = self._content_type()
+        if content_type not in ("application/json", kubeproto.CONTENT_TYPE):
+            raise self._unsupported_media(f"application/json, {kubeproto.CONTENT_TYPE}")
+        if content_type == "application/json":
+            body = ks.decode(self.read_body(), yaml_allowed=False)
+        else:
+            try:
+                body = kubeproto.secret(self.read_body())
+            except kubeproto.ProtoError as e:
+                raise KubeError(ko.status(400, "BadRequest", f"the body of the request is not a protobuf Secret: "
+                                          f"{e}", {})) from None
+        agent = self.headers.get("User-Agent", "").split("/", 1)[0][:MAX_FIELD_MANAGER]
+        manager = self._field_manager(query, "CreateOptions", default=agent or "unknown")
+        dry_run = self._dry_run(query, "CreateOptions")
+        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        name = meta.get("name")
+        if not isinstance(name, str) or not name:
+            raise ks.invalid("", [("metadata.name", "FieldValueRequired",
+                                   "Required value: name or generateName is required")])
+        flat, _ = ks.desired(body, namespace, name, strict=query.get("fieldValidation") == "Strict")
+        with store.transaction(conn):
+            self._require_namespace(conn, user, namespace)
+            if store.get_kube_object(conn, user.cluster, resource.kind, namespace, name) is not None:
+                raise ks.already_exists(name)
+            obj = ks.new_object(namespace, name, flat, manager, "Update", rfc3339(self.app.now()),
+                                store.next_resource_version(conn, take=not dry_run))
+            if not dry_run:
+                store.put_kube_object(conn, user.cluster, resource.kind, namespace, name, obj)
+        return 201, {"kind": resource.kind, "apiVersion": resource.api_version, **obj}
+
+    def _delete(self, conn: Any, user: User, resource: ko.Resource, namespace: str, name: str,
+                query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """DELETE, with DeleteOptions' preconditions (uid, resourceVersion) and dry run."""
+        self._authorise(conn, user, "delete", resource, namespace, name)
+        raw = self.read_body()
+        try:
+            options = json.loads(raw) if raw.strip() else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            options = None
+        if not isinstance(options, dict):
+            raise KubeError(ko.status(400, "BadRequest", "the body of the request must be DeleteOptions (JSON)", {}))
+        dry_run = self._dry_run(query, "DeleteOptions") or options.get("dryRun") == ["All"]
+        pre = options.get("preconditions") or {}
+        with store.transaction(conn):
+            existing = store.get_kube_object(conn, user.cluster, resource.kind, namespace, name)
+            if existing is None:
+                raise KubeError(ko.status(404, "NotFound", f'{resource.plural} "{name}" not found',
+                                          ko.details(resource, name)))
+            meta = existing["metadata"]
+            for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+                if pre.get(field) and pre[field] != meta.get(field):
+                    raise ks.conflict(name, f"Precondition failed: {label} in precondition: {pre[field]}, {label} "
+                                            f"in object meta: {meta.get(field)}")
+            if not dry_run:
+                store.delete_kube_object(conn, user.cluster, resource.kind, namespace, name)
+                store.next_resource_version(conn)
+        return 200, ko.success(resource, name, meta.get("uid", ""))
 
     @staticmethod
     def _rv(objs: list[dict[str, Any]]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -41,9 +43,10 @@ class Resource:
 NAMESPACES = Resource("", "v1", "namespaces", "namespace", "Namespace", False, ("ns",))
 PODS = Resource("", "v1", "pods", "pod", "Pod", True, ("po",))
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "deployment", "Deployment", True, ("deploy",))
+SECRETS = Resource("", "v1", "secrets", "secret", "Secret", True, (), ("create", "delete", "get", "list", "patch"))
 SELF_SUBJECT_REVIEWS = Resource("authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview",
                                 "SelfSubjectReview", False, (), ("create",))
-RESOURCES = (NAMESPACES, PODS, DEPLOYMENTS, SELF_SUBJECT_REVIEWS)
+RESOURCES = (NAMESPACES, PODS, DEPLOYMENTS, SECRETS, SELF_SUBJECT_REVIEWS)
 GROUP_VERSIONS = {r.api_version for r in RESOURCES}
 
 
@@ -68,6 +71,53 @@ def api_versions(server_address: str) -> dict[str, Any]:
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
 
 
+# OpenAPI v3, as little as kubectl needs: `kubectl apply --server-side` looks up the PATCH operation of the
+# object's kind and its `fieldValidation` parameter (so the server validates), else it fails to download OpenAPI.
+# No schemas: `kubectl explain` is not served.
+_ACTIONS = (("list", "get", False), ("create", "post", False), ("get", "get", True), ("patch", "patch", True),
+            ("delete", "delete", True))
+_WRITE_PARAMS = {"post": ("dryRun", "fieldManager", "fieldValidation"),
+                 "patch": ("dryRun", "fieldManager", "fieldValidation", "force"), "delete": ("dryRun",)}
+
+
+def _gv_path(api_version: str) -> str:
+    return f"apis/{api_version}" if "/" in api_version else f"api/{api_version}"
+
+
+def openapi_v3_group_version(api_version: str) -> dict[str, Any]:
+    """The OpenAPI v3 document of one group/version: its operations, tagged with kind and action."""
+    paths: dict[str, Any] = {}
+    for r in RESOURCES:
+        if r.api_version != api_version:
+            continue
+        base = f"/{_gv_path(api_version)}" + ("/namespaces/{namespace}" if r.namespaced else "") + f"/{r.plural}"
+        for verb, method, item in _ACTIONS:
+            if verb not in r.verbs:
+                continue
+            path = base + ("/{name}" if item else "")
+            entry = paths.setdefault(path, {"parameters": [
+                {"name": n, "in": "path", "required": True, "schema": {"type": "string", "uniqueItems": True}}
+                for n in (("namespace",) if r.namespaced else ()) + (("name",) if item else ())]})
+            entry[method] = {
+                "operationId": f"{verb}{r.kind}", "x-kubernetes-action": "post" if verb == "create" else verb,
+                "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+                "parameters": [{"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+                               for n in _WRITE_PARAMS.get(method, ())],
+                "responses": {"200": {"description": "OK"}}}
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": KUBE_VERSION["gitVersion"]},
+            "paths": paths}
+
+
+def openapi_v3_root() -> dict[str, Any]:
+    """`/openapi/v3`: where each group/version's document is (the hash changes with its content)."""
+    out = {}
+    for api_version in sorted(GROUP_VERSIONS):
+        doc = json.dumps(openapi_v3_group_version(api_version), sort_keys=True).encode()
+        digest = hashlib.sha256(doc).hexdigest().upper()
+        out[_gv_path(api_version)] = {"serverRelativeURL": f"/openapi/v3/{_gv_path(api_version)}?hash={digest}"}
+    return {"paths": out}
+
+
 def status(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     """A metav1.Status failure as kube-apiserver sends it."""
     out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -78,14 +128,21 @@ def status(code: int, reason: str, message: str, details: dict[str, Any] | None 
     return out
 
 
-def details(resource: Resource, name: str | None = None) -> dict[str, Any]:
+def details(resource: Resource, name: str | None = None, **extra: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if name:
         out["name"] = name
     if resource.group:
         out["group"] = resource.group
     out["kind"] = resource.plural
+    out.update(extra)
     return out
+
+
+def success(resource: Resource, name: str, uid: str) -> dict[str, Any]:
+    """The Status kube-apiserver answers a DELETE of an object that is gone at once (no finalizers) with."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": details(resource, name, uid=uid)}
 
 
 def human_duration(seconds: float) -> str:
@@ -157,6 +214,14 @@ COLUMNS = {
     "Namespace": [NAME_COL,
                   _col("Status", "string", "The status of the namespace"),
                   AGE_COL],
+    "Secret": [NAME_COL,
+               _col("Type", "string", "Used to facilitate programmatic handling of secret data. More info: "
+                    "https://kubernetes.io/docs/concepts/configuration/secret/#secret-types"),
+               _col("Data", "string", "Data contains the secret data. Each key must consist of alphanumeric "
+                    "characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded "
+                    "string, representing the arbitrary (possibly non-string) data value here. Described in "
+                    "https://tools.ietf.org/html/rfc4648#section-4"),
+               AGE_COL],
 }
 
 
@@ -175,6 +240,8 @@ def _cells(kind: str, obj: dict[str, Any], now: datetime) -> list[Any]:
         return [meta["name"], f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
                 st.get("updatedReplicas", 0), st.get("availableReplicas", 0), _age(obj, now),
                 ",".join(c["name"] for c in template), ",".join(c["image"] for c in template), selector]
+    if kind == "Secret":
+        return [meta["name"], obj.get("type", "Opaque"), len(obj.get("data") or {}), _age(obj, now)]
     return [meta["name"], st.get("phase", "Active"), _age(obj, now)]
 
 

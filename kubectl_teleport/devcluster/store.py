@@ -328,6 +328,24 @@ def list_kube_objects(conn: sqlite3.Connection, cluster: str, kind: str,
     return [json.loads(r["body"]) for r in rows]
 
 
+def delete_kube_object(conn: sqlite3.Connection, cluster: str, kind: str, namespace: str, name: str) -> bool:
+    cur = conn.execute("DELETE FROM kube_objects WHERE cluster = ? AND kind = ? AND namespace = ? AND name = ?",
+                       (cluster, kind, namespace, name))
+    return cur.rowcount > 0
+
+
+FIRST_RESOURCE_VERSION = 1000  # above the seed's fixed ones
+
+
+def next_resource_version(conn: sqlite3.Connection, take: bool = True) -> int:
+    """The next resourceVersion of a written object: one counter for every object, as etcd's revision (call
+    inside the write's transaction; `take=False` only peeks, for a dry run)."""
+    value = int(get_setting(conn, "kube_resource_version") or FIRST_RESOURCE_VERSION) + 1
+    if take:
+        set_setting(conn, "kube_resource_version", str(value))
+    return value
+
+
 def add_rolebinding(conn: sqlite3.Connection, cluster: str, namespace: str, verbs: list[str],
                     resources: list[str], subject_kind: str, subject_name: str) -> bool:
     cur = conn.execute("INSERT OR IGNORE INTO rolebindings VALUES (?, ?, ?, ?, ?, ?)",

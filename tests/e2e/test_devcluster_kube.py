@@ -58,7 +58,8 @@ def test_discovery_and_reads(devcluster: DevCluster, tmp_path: Path, alice: tupl
         assert groups["kind"] == "APIGroupList"
         assert {g["name"] for g in groups["groups"]} == {"apps", "authentication.k8s.io"}
         v1 = {r["name"]: r for r in c.get("/api/v1").json()["resources"]}
-        assert set(v1) == {"namespaces", "pods"} and v1["pods"]["namespaced"] is True
+        assert set(v1) == {"namespaces", "pods", "secrets"} and v1["pods"]["namespaced"] is True
+        assert v1["secrets"]["verbs"] == ["create", "delete", "get", "list", "patch"]
         assert [r["name"] for r in c.get("/apis/apps/v1").json()["resources"]] == ["deployments"]
         pods = c.get("/api/v1/namespaces/demo/pods")
         assert pods.json()["kind"] == "PodList"
