@@ -52,8 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --destination: embed the certificate in DIR/kubeconfig.yaml instead of exec")
 
     cred = sub.add_parser("credentials", help="print an ExecCredential (what kubectl runs)")
-    cred.add_argument("--data-dir", required=True)
-    cred.add_argument("--kube-cluster", required=True)
+    cred.add_argument("--data-dir", help="the identity's data dir (with --kube-cluster)")
+    cred.add_argument("--kube-cluster")
+    cred.add_argument("--tbot-dir", metavar="DIR", help="instead: read the credentials a running tbot writes to DIR")
+    cred.add_argument("--cache-dir", metavar="CDIR",
+                      help="with --tbot-dir: where the pre-rendered entry is kept (default: user cache dir)")
     cred.add_argument("--lock-timeout", type=_seconds(3600), default=30.0, metavar="SECONDS",
                       help="how long to wait for another renewal when no valid certificate is cached")
     cred.add_argument("--timeout", type=_seconds(3600), default=15.0, metavar="SECONDS",
@@ -92,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     unit.add_argument("--data-dir", required=True)
     unit.add_argument("--user", help="the user the service runs as")
 
+    kcfg = sub.add_parser("kubeconfig", help="write a kubeconfig that reads a tbot destination with this plugin")
+    kcfg.add_argument("--tbot-dir", metavar="DIR", required=True, help="tbot's Kubernetes output directory")
+    kcfg_where = kcfg.add_mutually_exclusive_group()
+    kcfg_where.add_argument("--kubeconfig", metavar="PATH", help="write the entries to PATH (default: stdout)")
+    kcfg_where.add_argument("--merge", action="store_true",
+                            help="merge into $KUBECONFIG's first file or ~/.kube/config")
+    kcfg.add_argument("--context", help="context name (default: tbot's, <teleport-cluster>-<kube-cluster>)")
+    kcfg.add_argument("--cache-dir", metavar="CDIR", help="the entry cache (default: user cache dir)")
+
     demo = sub.add_parser("demo", help="run the whole flow against a throwaway devcluster")
     demo.add_argument("--kubectl", metavar="PATH", help="kubectl binary (default: from PATH)")
     demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -115,6 +127,7 @@ def _seconds(limit: float) -> Callable[[str], float]:
 COMMANDS = {
     "login": "login", "credentials": "credentials", "status": "status", "logout": "logout",
     "kube ls": "kube", "init": "init", "start": "start", "systemd-unit": "systemd_unit", "demo": "demo",
+    "kubeconfig": "kubeconfig_cmd",
 }
 
 

@@ -1,5 +1,6 @@
-"""Console-script entry point. A cache hit of `credentials` is answered here with built-in modules only
-(`posix`, `sys`, `time`: not even `os`); everything else is handed to the careful path or the full CLI.
+"""Console-script entry point. A cache hit of `credentials` (`--data-dir D --kube-cluster K`, or a tbot
+destination: `--tbot-dir DIR --cache-dir CDIR`) is answered here with built-in modules only (`posix`, `sys`,
+`time`: not even `os`); everything else is handed to the careful path or the full CLI.
 Every path runs inside the same error guard: one line on stderr, a documented exit code, no traceback."""
 
 import posix
@@ -9,8 +10,8 @@ import time
 from . import cache, execcred
 
 
-def _fast_args(args: list[str]) -> tuple[str, str] | None:
-    """`--data-dir D --kube-cluster K` (in either order, `--x=v` allowed) or None for anything else."""
+def _flags(args: list[str], names: tuple[str, ...]) -> dict[str, str] | None:
+    """`--name value` / `--name=value` pairs, each of `names` at most once; None for anything else."""
     values: dict[str, str] = {}
     i = 0
     while i < len(args):
@@ -23,13 +24,32 @@ def _fast_args(args: list[str]) -> tuple[str, str] | None:
             i += 2
         else:
             return None
-        if name not in ("--data-dir", "--kube-cluster") or name in values:
+        if name not in names or name in values:
             return None
         values[name] = value
+    return values
+
+
+def _fast_args(args: list[str]) -> tuple[str, str] | None:
+    """`--data-dir D --kube-cluster K` (in either order, `--x=v` allowed) or None for anything else."""
+    values = _flags(args, ("--data-dir", "--kube-cluster"))
+    if values is None:
+        return None
     data_dir, cluster = values.get("--data-dir"), values.get("--kube-cluster")
     if not data_dir or not cluster or not data_dir.startswith("/"):
         return None
     return data_dir, cluster
+
+
+def _tbot_args(args: list[str]) -> tuple[str, str | None] | None:
+    """`--tbot-dir DIR [--cache-dir CDIR]`, both absolute, or None for anything else (the full CLI)."""
+    values = _flags(args, ("--tbot-dir", "--cache-dir"))
+    if values is None:
+        return None
+    tbot_dir, cache_dir = values.get("--tbot-dir"), values.get("--cache-dir")
+    if not tbot_dir or not tbot_dir.startswith("/") or (cache_dir is not None and not cache_dir.startswith("/")):
+        return None
+    return tbot_dir, cache_dir
 
 
 def fast_credentials(data_dir: str, cluster: str) -> bytes | None:
@@ -42,6 +62,26 @@ def fast_credentials(data_dir: str, cluster: str) -> bytes | None:
     if entry is None or not entry.fresh(time.time()):
         return None
     return execcred.render(version, entry.status)
+
+
+def fast_tbot_credentials(tbot_dir: str, cache_dir: str) -> bytes | None:
+    """The ExecCredential for a tbot destination whose files are unchanged since its entry was made, or None."""
+    raw = posix.environ.get(execcred.ENV_BYTES)
+    version = execcred.fast_version(None if raw is None else raw.decode("utf-8", "replace"))
+    if version is None:
+        return None
+    entry = cache.read_tbot_fast(tbot_dir, cache_dir)
+    if entry is None or not entry.fresh(time.time()):
+        return None
+    return execcred.render(version, entry.status)
+
+
+def _careful_tbot(tbot_dir: str, cache_dir: str | None) -> int:
+    """A tbot destination that is not a hit: rebuild its entry (cryptography only in the process that does)."""
+    from .commands import tbot_credentials
+
+    execcred.write_stdout(tbot_credentials.credentials(tbot_dir, cache_dir))
+    return 0
 
 
 def _careful(data_dir: str, cluster: str) -> int:
@@ -61,6 +101,14 @@ def _run(argv: list[str]) -> int:
                 execcred.write_stdout(out)
                 return 0
             return _careful(*parsed)
+        tbot = _tbot_args(argv[1:])
+        if tbot is not None:
+            if tbot[1] is not None:
+                out = fast_tbot_credentials(tbot[0], tbot[1])
+                if out is not None:
+                    execcred.write_stdout(out)
+                    return 0
+            return _careful_tbot(*tbot)
     from . import sitepath
 
     sitepath.ensure()  # the fast launcher starts with -S; the full CLI wants site-packages and .pth files

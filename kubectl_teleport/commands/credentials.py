@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 from .. import cache, clock, execcred, fmt, policy, sitepath
-from ..errors import NotLoggedIn, PluginError, Unavailable
+from ..errors import NotLoggedIn, PluginError, Unavailable, UsageError
 from ..store.lock import DEFAULT_WAIT, IdentityLock, is_writer
 
 DEFAULT_TIMEOUT = 15.0
@@ -131,6 +131,19 @@ def _reader_error(data_dir: str, cluster: str, entry: cache.Entry | None) -> Plu
 
 def run(args: object) -> int:
     """`kubectl-teleport credentials` through the full CLI (flags in another order, --timeout, ...)."""
-    execcred.write_stdout(credentials(args.data_dir, args.kube_cluster,  # type: ignore[attr-defined]
-                                      wait=args.lock_timeout, timeout=args.timeout))  # type: ignore[attr-defined]
+    data_dir, cluster = args.data_dir, args.kube_cluster  # type: ignore[attr-defined]
+    tbot_dir, cache_dir = getattr(args, "tbot_dir", None), getattr(args, "cache_dir", None)
+    if tbot_dir is not None or cache_dir is not None:
+        if tbot_dir is None:
+            raise UsageError("--cache-dir goes with --tbot-dir DIR (a tbot destination)")
+        if data_dir or cluster:
+            raise UsageError("--tbot-dir DIR reads a tbot destination; use it without --data-dir and --kube-cluster")
+        from . import tbot_credentials
+
+        execcred.write_stdout(tbot_credentials.credentials(tbot_dir, cache_dir))
+        return 0
+    if not data_dir or not cluster:
+        raise UsageError("credentials needs --data-dir and --kube-cluster (or --tbot-dir for a tbot destination)")
+    execcred.write_stdout(credentials(data_dir, cluster, wait=args.lock_timeout,  # type: ignore[attr-defined]
+                                      timeout=args.timeout))  # type: ignore[attr-defined]
     return 0

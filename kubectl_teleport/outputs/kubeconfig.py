@@ -39,11 +39,17 @@ def default_path() -> Path:
 
 def exec_user(data_dir: Path, kube_cluster: str, api_version: str = V1) -> dict[str, Any]:
     """The `user` entry: an exec stanza running `kubectl-teleport credentials`."""
+    return plugin_user(["credentials", "--data-dir", str(data_dir.absolute()), "--kube-cluster", kube_cluster],
+                       api_version)
+
+
+def plugin_user(args: list[str], api_version: str = V1, install_hint: str = INSTALL_HINT) -> dict[str, Any]:
+    """The `user` entry: an exec stanza running `kubectl-teleport` with `args`."""
     stanza: dict[str, Any] = {
         "apiVersion": api_version,
         "command": plugin_command(),
-        "args": ["credentials", "--data-dir", str(data_dir.absolute()), "--kube-cluster", kube_cluster],
-        "installHint": INSTALL_HINT,
+        "args": args,
+        "installHint": install_hint,
         "provideClusterInfo": False,
     }
     if api_version == V1:
