@@ -26,10 +26,11 @@ from pathlib import Path
 import yaml
 from cryptography import x509
 
-from bench import cases
+from bench import cases, tbot
 from bench.measure import Cmd, Spawner
 from harness.devcluster import DevCluster, start_devcluster
 from harness.kubectl import ensure_kubectl
+from kubectl_teleport import launcher
 
 REPO = Path(__file__).resolve().parent.parent
 KUBE_CLUSTER = "example-k8s-cluster"
@@ -92,10 +93,9 @@ def hot_path_imports(s: cases.Setup) -> list[str]:
         return [ln.split("|")[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")
                 and not ln.rstrip().endswith("imported package")]
 
-    shebang = Path(s.plugin.argv[0]).read_text().split("\n", 1)[0]
-    flags = shebang.split()[1:] if shebang.startswith("#!") else []
+    python = launcher.interpreter(s.plugin.argv[0]) or [s.python]  # the launcher's: [python, "-I", "-S"]
     floor = set(imported([s.python, "-I", "-S", "-X", "importtime", "-c", "pass"]))
-    mods = imported([s.python, *flags, "-X", "importtime", *s.plugin.argv])
+    mods = imported([*python, "-X", "importtime", *s.plugin.argv])
     return [m for m in mods if m not in floor]
 
 
@@ -177,6 +177,7 @@ def main() -> int:
         rows = []
         t0 = time.monotonic()
         for step in (lambda: cases.cache_hit(s, hit_rounds, hit_warm),
+                     lambda: tbot.tbot_hit(s, hit_rounds, hit_warm),
                      lambda: cases.kubectl_get_pods(s, kubectl, kubeconfig_path, kube_rounds, kube_warm),
                      lambda: cases.stampede(s, 100, stampede_reps),
                      lambda: cases.stampede(s, 300, stampede_reps),
