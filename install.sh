@@ -297,15 +297,10 @@ extra="[devcluster]" with_test=""
 say "installing dependencies${with_test:+ (with the test extra)}"
 "${PIP[@]}" install -q --upgrade-strategy only-if-needed "$WHEEL$extra" \
     || die "installing the dependencies failed (pip's output is above); check the network or a proxy and re-run"
+# The wheel carries the fast launcher as its kubectl-teleport (scripts/kubectl-teleport, a data script pip copies
+# as it is): it starts the venv interpreter with -I -S, which is what every kubectl call pays for.
 "${PIP[@]}" install -q --force-reinstall --no-deps "$WHEEL" \
     || die "installing kubectl-teleport into $VENV failed (pip's output is above)"
-# Replace pip's kubectl-teleport wrapper with the fast launcher (kubectl_teleport/launcher.py): it starts the
-# venv interpreter with -I -S, which is what every kubectl call pays for.
-if [[ -f $SRC/kubectl_teleport/launcher.py ]]; then
-    if ! "$VPY" -m kubectl_teleport.launcher "$VENV/bin/kubectl-teleport"; then
-        warn "kept pip's kubectl-teleport wrapper: the venv path is too long for the fast launcher's #! line"
-    fi
-fi
 VERSION=$("$VPY" -c 'import importlib.metadata as m; print(m.version("kubectl-teleport"))' 2>/dev/null) || VERSION="?"
 
 # ---- links -----------------------------------------------------------------------------------------------

@@ -1,46 +1,74 @@
-"""The fast launcher install.sh puts in place of pip's `kubectl-teleport` console script.
+"""The `kubectl-teleport` launcher, and how to tell which interpreter a launcher runs.
 
-pip's wrapper imports `re` and starts the interpreter without flags. Ours runs the venv interpreter with
-`-I -S` (isolated, no `site` at start-up) and puts the venv's site-packages on `sys.path` itself, so a cache hit
-costs about as much as starting the interpreter. Paths that need third-party libraries call `site.main()`
-first (sitepath.py), so `.pth` files and everything else `site` does still apply there.
+kubectl runs `kubectl-teleport credentials` on every call, so its start-up is the plugin's cost. pip's
+console-script wrapper starts the interpreter with `site` and imports `re` (1.6x a bare start), and pip's wheel
+installer rewrites a data script's `#!python -IS` to `#!<venv python>` without the flags. So the wheel ships
+`scripts/kubectl-teleport` as a data script that installers copy as it is: a POSIX sh script that is a Python
+program too. Its sh lines find the interpreter whose site-packages holds this install, next to the script (a venv
+made by pip, pipx or install.sh; a pipx link in ~/.local/bin is resolved first), and `exec` it with `-I -S` on the
+same file; its Python lines put that site-packages on `sys.path`, run `entry.main`, and after a cache hit leave
+with `_exit` (the answer went out in one `write`; the interpreter's teardown costs ~1 ms). A hit costs ~0.84x
+the venv's `python -I -c pass` (docs/design.md "Launcher"). Paths that need third-party libraries call
+`site.main()` first (sitepath.py), so `.pth` files and everything else `site` does still apply there.
 
-Usage: python -m kubectl_teleport.launcher TARGET   (writes TARGET atomically, mode 0755)
+This module mirrors the script's choice of interpreter for the code that must know it: `init` (can the bot and
+reader users run it?), the hot-path import test and the bench (they run it under `-X importtime`).
 """
 
 from __future__ import annotations
 
+import glob
 import os
-import sys
-import sysconfig
+import shutil
 
-MAX_SHEBANG = 127  # older kernels cut the #! line at 128 bytes
-
-
-def render(python: str, site_packages: str) -> str:
-    """The launcher's text for an absolute interpreter and site-packages path."""
-    return (f"#!{python} -IS\n"
-            "# kubectl-teleport fast launcher (written by install.sh; see kubectl_teleport/launcher.py)\n"
-            "import sys\n"
-            f"sys.path.append({site_packages!r})\n"
-            "from kubectl_teleport.entry import main\n"
-            "sys.exit(main())\n")
+MARKER = b"# kubectl-teleport launcher:"  # the script's second line starts with this
+HOT_FLAGS = ("-I", "-S")
 
 
-def write(target: str) -> bool:
-    """Replace `target` with the launcher; False (nothing written) when the #! line would be too long."""
-    python = os.path.abspath(sys.executable)
-    if len(python) + 5 > MAX_SHEBANG:
+def is_launcher(path: str) -> bool:
+    """True when `path` is (a link to) the sh+Python launcher."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
         return False
-    tmp = f"{target}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(render(python, sysconfig.get_paths()["purelib"]))
-    os.chmod(tmp, 0o755)  # noqa: S103 (an executable every user may run, like any console script)
-    os.replace(tmp, target)
-    return True
+    lines = head.split(b"\n", 3)
+    return len(lines) > 2 and lines[0].strip() == b"#!/bin/sh" and lines[2].startswith(MARKER)
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m kubectl_teleport.launcher TARGET")
-    sys.exit(0 if write(sys.argv[1]) else 1)
+def resolve(path: str) -> str:
+    """`path` made absolute with its own symlinks followed, as the launcher does with `$0`, in its directory's
+    canonical form (a relative link's `bin/../..` gone)."""
+    path = os.path.abspath(path)
+    for _ in range(40):
+        if not os.path.islink(path):
+            break
+        target = os.readlink(path)
+        path = target if target.startswith("/") else f"{os.path.dirname(path)}/{target}"
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
+def interpreter(path: str) -> list[str] | None:
+    """The command a `kubectl-teleport` at `path` starts Python with, before the script and its arguments:
+    `[python, "-I", "-S"]` for the launcher (the interpreter it would choose), the `#!` line's words for any other
+    script (pip's console-script wrapper, an older `#!<python> -IS` launcher); None when neither applies."""
+    if is_launcher(path):
+        here = os.path.dirname(resolve(path))
+        found = sorted(glob.glob(f"{glob.escape(here)}/../lib/python3.*/site-packages/kubectl_teleport"))
+        for match in found:
+            version = os.path.basename(match.split("/site-packages/")[0])
+            beside = f"{here}/{version}"
+            if os.path.isfile(beside) and os.access(beside, os.X_OK):
+                return [beside, *HOT_FLAGS]
+        on_path = found and shutil.which(os.path.basename(found[-1].split("/site-packages/")[0]))
+        if on_path:
+            return [on_path, *HOT_FLAGS]
+        python3 = shutil.which("python3")
+        return [python3] if python3 else None
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(512)
+    except OSError:
+        return None
+    words = first[2:].decode("utf-8", "replace").split() if first.startswith(b"#!") else []
+    return words or None

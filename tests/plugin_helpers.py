@@ -10,12 +10,17 @@ from pathlib import Path
 
 import yaml
 
-from kubectl_teleport import cache
+from kubectl_teleport import cache, launcher
 from tests.conftest import bin_path
 
 KUBE_CLUSTER = "example-k8s-cluster"
 EXEC_INFO_V1 = ('{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1",'
                 '"spec":{"interactive":false}}')
+
+
+# What a cache hit imports beyond the interpreter's own start-up (docs/design.md, the hot path).
+HOT_PATH = frozenset({"kubectl_teleport", "kubectl_teleport.entry", "kubectl_teleport.cache",
+                      "kubectl_teleport.execcred"})
 
 
 def plugin(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -64,3 +69,27 @@ def edit_exec(kubeconfig: Path, change: Callable[[dict], None]) -> None:
     doc = yaml.safe_load(kubeconfig.read_text())
     change(doc["users"][0]["user"]["exec"])
     kubeconfig.write_text(yaml.safe_dump(doc))
+
+
+def python_of(command: str) -> list[str]:
+    """How the `kubectl-teleport` launcher at `command` starts Python (`[python, "-I", "-S"]`), so a test can run
+    the same interpreter with `-X importtime` on it."""
+    argv = launcher.interpreter(command)
+    assert argv, f"{command} is not a kubectl-teleport launcher"
+    return argv
+
+
+def imported(argv: list[str], env: dict) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run argv under -X importtime; the modules it imported."""
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    mods = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    return out, mods - {"package"}
+
+
+def hit_imports(exec_: dict, env: dict) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run a kubeconfig's exec command as kubectl does, started by its launcher's interpreter under
+    -X importtime; the modules it imported beyond that interpreter's bare start (`python -I -S -c pass`)."""
+    python = python_of(exec_["command"])
+    out, mods = imported([*python, "-X", "importtime", exec_["command"], *exec_.get("args", [])], env)
+    _, floor = imported([*python, "-X", "importtime", "-c", "pass"], env)
+    return out, mods - floor

@@ -19,6 +19,7 @@ import pwd
 import stat
 from pathlib import Path
 
+from .. import launcher
 from ..errors import UnsafeState, UsageError
 from ..outputs import kubeconfig
 from ..store import acl, files
@@ -111,16 +112,9 @@ def unreachable_for(path: str, pw: pwd.struct_passwd) -> str | None:
 
 
 def _interpreter(command: str) -> str | None:
-    """The interpreter a launcher script's `#!` line names, if any."""
-    try:
-        with open(command, "rb") as fh:
-            first = fh.readline(512)
-    except OSError:
-        return None
-    if not first.startswith(b"#!"):
-        return None
-    words = first[2:].decode("utf-8", "replace").split()
-    return words[0] if words else None
+    """The interpreter the installed launcher runs (launcher.py), if any."""
+    argv = launcher.interpreter(command)
+    return argv[0] if argv else None
 
 
 def check_runnable(users: list[tuple[str, pwd.struct_passwd]]) -> None:

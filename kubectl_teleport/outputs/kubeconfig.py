@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from .. import launcher
 from ..errors import UnsafeState, UsageError
 from ..execcred import V1
 from ..store import files
@@ -20,14 +21,20 @@ INSTALL_HINT = ("kubectl-teleport is not installed where this kubeconfig expects
 
 
 def plugin_command() -> str:
-    """Absolute path of the installed `kubectl-teleport` (next to the venv's interpreter when possible)."""
-    beside = Path(sys.executable).parent / "kubectl-teleport"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("kubectl-teleport")
-    if found:
-        return str(Path(found).resolve())
-    return str(Path(sys.argv[0]).resolve())
+    """Absolute path of the installed `kubectl-teleport` for kubectl to exec: the fast launcher that runs this
+    process (with pip, pipx or install.sh), else the one next to the interpreter or on PATH, symlinks (pipx's
+    ~/.local/bin) followed to the launcher itself; never a pyenv shim, which would add ~150 ms to every call."""
+    running = launcher.resolve(sys.argv[0])
+    others = [launcher.resolve(p) for p in (str(Path(sys.executable).parent / "kubectl-teleport"),
+                                            shutil.which("kubectl-teleport")) if p]
+    runnable = [p for p in (running, *others) if os.path.isfile(p) and os.access(p, os.X_OK)]
+    for path in runnable:
+        if launcher.is_launcher(path):
+            return path
+    for path in others:  # an install without the launcher (pip's console script): beside, then on PATH
+        if path in runnable and "shims" not in Path(path).parts:
+            return path
+    return running
 
 
 def default_path() -> Path:

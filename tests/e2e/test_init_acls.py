@@ -172,17 +172,22 @@ def _cred(user: str, data: Path) -> subprocess.CompletedProcess:
 
 
 def shared_launcher(base: Path) -> Path:
-    """A kubectl-teleport launcher every user can run: the system's python3 of the same version, reading the
-    test venv's site-packages (the venv's own interpreter may sit under a 0700 home)."""
+    """A kubectl-teleport every user can run: the installed launcher in a prefix of its own, beside a link to the
+    system's python3 of the same version, whose lib/ links to the test venv's site-packages (the venv's own
+    interpreter may sit under a 0700 home)."""
     import sysconfig
 
-    system = Path(f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}")
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    system = Path(f"/usr/bin/{version}")
     if not system.exists():
         pytest.skip(f"{system} is missing: no interpreter other users can run")
     (base / "bin").mkdir(mode=0o755)
+    (base / "lib" / version).mkdir(mode=0o755, parents=True)
+    (base / "lib" / version / "site-packages").symlink_to(sysconfig.get_paths()["purelib"])
+    (base / "bin" / version).symlink_to(system)
     target = base / "bin" / "kubectl-teleport"
-    target.write_text(launcher.render(str(system), sysconfig.get_paths()["purelib"]))
-    target.chmod(0o755)
+    shutil.copy(bin_path("kubectl-teleport"), target)
+    assert launcher.interpreter(str(target)) == [str(base / "bin" / version), "-I", "-S"]
     return target
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from kubectl_teleport import launcher
+
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = ("kubectl-teleport", "kubectl-teleport-devcluster")
 PYTHON_39 = Path("/root/.pyenv/versions/3.9.18/bin/python3")
@@ -81,12 +83,13 @@ def test_fresh_install_links_both_commands_into_the_venv(installed: Install) -> 
         link = installed.prefix / "bin" / name
         assert link.is_symlink()
         assert os.readlink(link) == str(venv_bin / name)
-        # console scripts start through the venv's absolute interpreter path, never a python3 on PATH
-        # (kubectl-teleport's is the fast launcher, "#!<venv>/bin/python -IS"; see kubectl_teleport/launcher.py)
-        shebang = (venv_bin / name).read_text().splitlines()[0]
-        assert shebang.split()[0] == f"#!{venv_bin / 'python'}"
-    if (installed.src / "kubectl_teleport" / "launcher.py").exists():
-        assert (venv_bin / "kubectl-teleport").read_text().splitlines()[0] == f"#!{venv_bin / 'python'} -IS"
+    # Both start the venv's own interpreter, never a python3 on PATH: the devcluster through pip's console script,
+    # kubectl-teleport through the wheel's launcher, which execs <venv>/bin/python3.X -I -S (launcher.py).
+    shebang = (venv_bin / "kubectl-teleport-devcluster").read_text().splitlines()[0]
+    assert shebang.split()[0] == f"#!{venv_bin / 'python'}"
+    version = "python{}.{}".format(*pyvenv_cfg(installed.prefix / "venv")["version"].split(".")[:2])
+    assert launcher.is_launcher(str(venv_bin / "kubectl-teleport"))
+    assert launcher.interpreter(str(venv_bin / "kubectl-teleport")) == [str(venv_bin / version), "-I", "-S"]
 
 
 def test_venv_is_made_from_the_real_interpreter_not_a_shim(installed: Install) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import yaml
@@ -13,14 +12,17 @@ import yaml
 from kubectl_teleport import errors, execcred
 from tests.plugin_helpers import (
     EXEC_INFO_V1,
+    HOT_PATH,
     KUBE_CLUSTER,
     cert_of,
     credentials,
     edit_exec,
+    hit_imports,
     kubectl_run,
     login,
     make_due,
     plugin,
+    python_of,
 )
 
 
@@ -219,28 +221,18 @@ def test_not_logged_in_is_one_clear_line(tmp_path):
     assert out.stderr.count("\n") == 1 and "kubectl-teleport login" in out.stderr
 
 
-def _imported(argv: list[str], env: dict) -> tuple[subprocess.CompletedProcess, set[str]]:
-    """Run argv under -X importtime; the modules it imported."""
-    out = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    mods = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
-    return out, mods - {"package"}
-
-
 def test_cache_hit_imports_only_our_hot_path_modules(devcluster, tmp_path):
-    """Exactly what kubectl runs (the kubeconfig's exec command: the -IS launcher) imports nothing beyond the
-    interpreter's own start-up but our three hot-path modules: no cryptography, httpx, filelock, platformdirs,
-    yaml, json, re, pathlib, not even os."""
+    """Exactly what kubectl runs (the kubeconfig's exec command: the launcher, its interpreter with -I -S)
+    imports nothing beyond the interpreter's own start-up but our three hot-path modules: no cryptography, httpx,
+    filelock, platformdirs, yaml, json, re, pathlib, not even os."""
     data = tmp_path / "bot"
     login(devcluster, data)
     exec_ = yaml.safe_load((data / "kubeconfig.yaml").read_text())["users"][0]["user"]["exec"]
-    launcher = exec_["command"]
-    python, flags = open(launcher).readline()[2:].split()
+    assert python_of(exec_["command"])[1:] == ["-I", "-S"]
     env = {**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO_V1 + "\n"}
-    hit, mods = _imported([python, flags, "-X", "importtime", launcher, *exec_["args"]], env)
+    hit, mods = hit_imports(exec_, env)
     assert hit.returncode == 0 and json.loads(hit.stdout)["kind"] == "ExecCredential"
-    _, floor = _imported([python, flags, "-X", "importtime", "-c", "pass"], env)
-    assert mods - floor == {"kubectl_teleport", "kubectl_teleport.entry", "kubectl_teleport.cache",
-                            "kubectl_teleport.execcred"}
+    assert mods == HOT_PATH
 
 
 def test_lock_held_elsewhere_serves_valid_cert_at_once_and_bounds_the_wait(devcluster, tmp_path):

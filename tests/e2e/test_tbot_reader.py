@@ -18,7 +18,17 @@ import yaml
 from harness import tbotdest as td
 from kubectl_teleport import cache, errors, execcred, pki
 from tests.e2e.test_init_acls import _as, _preload, needs_root, users  # noqa: F401 (users: a fixture)
-from tests.plugin_helpers import EXEC_INFO_V1, KUBE_CLUSTER, cert_of, credentials, kubectl_run, login, make_due, plugin
+from tests.plugin_helpers import (
+    EXEC_INFO_V1,
+    KUBE_CLUSTER,
+    cert_of,
+    credentials,
+    kubectl_run,
+    login,
+    make_due,
+    plugin,
+    python_of,
+)
 
 EXEC_INFO_V1BETA1 = EXEC_INFO_V1.replace("/v1", "/v1beta1")
 HOT_PATH = {"kubectl_teleport", "kubectl_teleport.entry", "kubectl_teleport.cache", "kubectl_teleport.execcred"}
@@ -116,10 +126,10 @@ def test_a_hit_imports_only_the_hot_path_and_a_rewrite_is_read_at_once(tmp_path,
     td.write_destination(dest, ca)
     td.write_kubeconfig(dest, server="https://127.0.0.1:1", ca_pems=[td.cert_pem(ca.cert)])
     _, exec_ = tbot_kubeconfig(dest, tmp_path)
-    python, flags = open(exec_["command"]).readline()[2:].split()
+    python, *flags = python_of(exec_["command"])  # the launcher's interpreter, -I -S
     env = {**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO_V1 + "\n"}
-    argv = [python, flags, "-X", "importtime", exec_["command"], *exec_["args"]]
-    _, floor = imported([python, flags, "-X", "importtime", "-c", "pass"], env)
+    argv = [python, *flags, "-X", "importtime", exec_["command"], *exec_["args"]]
+    _, floor = imported([python, *flags, "-X", "importtime", "-c", "pass"], env)
     hit, mods = imported(argv, env)
     assert hit.returncode == 0 and hit.stderr.count("import time:") and mods - floor == HOT_PATH
     renewed = td.write_destination(dest, ca)

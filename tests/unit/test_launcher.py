@@ -1,0 +1,186 @@
+"""The sh+Python launcher (scripts/kubectl-teleport) in install layouts of its own, with a stand-in package whose
+`entry.main` reports how it was started; and plugin_command() choosing it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kubectl_teleport import launcher
+from kubectl_teleport.outputs import kubeconfig
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "kubectl-teleport"
+VERSION = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+REAL_PYTHON = os.path.realpath(sys.executable)
+# entry.main of the stand-in package: how this process was started, then the exit code it was asked for.
+ENTRY = '''import sys
+def main():
+    sys.stdout.write(__import__("json").dumps({"exe": sys.executable, "isolated": sys.flags.isolated,
+        "no_site": sys.flags.no_site, "argv": sys.argv[1:], "file": __file__}))
+    return int(sys.argv[-1]) if sys.argv[-1:] and sys.argv[-1].isdigit() else 0
+'''
+
+
+def make_prefix(root: Path, *, interpreter: bool = True) -> Path:
+    """root/bin/kubectl-teleport (the launcher) and root/lib/pythonX.Y/site-packages/kubectl_teleport (the
+    stand-in), with root/bin/pythonX.Y linked to this interpreter unless `interpreter` is False."""
+    package = root / "lib" / VERSION / "site-packages" / "kubectl_teleport"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "entry.py").write_text(ENTRY)
+    (root / "bin").mkdir()
+    shutil.copy(SCRIPT, root / "bin" / "kubectl-teleport")
+    if interpreter:
+        (root / "bin" / VERSION).symlink_to(REAL_PYTHON)
+    return root / "bin" / "kubectl-teleport"
+
+
+def run(argv: list[str], *, cwd: Path | None = None, path: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=30, check=False)
+
+
+def started(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def prefix(tmp_path: Path) -> Path:
+    return make_prefix(tmp_path / "venv")
+
+
+def test_the_file_is_a_sh_script_and_a_python_program() -> None:
+    text = SCRIPT.read_text()
+    compile(text, str(SCRIPT), "exec")
+    sh_part = text.split("\n':'''\n")[0]
+    assert sh_part.startswith("#!/bin/sh\n''':'\n") and "$(" in sh_part  # the readlink, for symlinks only
+    for shell in ("sh", "bash", "dash"):
+        if shutil.which(shell):
+            check = subprocess.run([shell, "-n"], input=sh_part, capture_output=True, text=True, check=False)
+            assert check.returncode == 0, (shell, check.stderr)
+    assert os.access(SCRIPT, os.X_OK)
+    assert launcher.is_launcher(str(SCRIPT))
+
+
+def test_runs_the_interpreter_beside_it_with_I_S_and_passes_arguments_unchanged(prefix: Path) -> None:
+    args = ["credentials", "--data-dir", "/a b/'c'", "", "$HOME", "*", "-x"]
+    got = started(run([str(prefix), *args]))
+    assert got["exe"] == str(prefix.parent / VERSION)
+    assert (got["isolated"], got["no_site"]) == (1, 1)
+    assert got["argv"] == args
+    assert os.path.realpath(got["file"]) == str((prefix.parents[1] / "lib" / VERSION / "site-packages" /
+                                                 "kubectl_teleport" / "entry.py").resolve())
+    assert launcher.interpreter(str(prefix)) == [got["exe"], "-I", "-S"]
+
+
+def test_exit_codes_pass_through(prefix: Path) -> None:
+    out = run([str(prefix), "x", "3"])
+    assert out.returncode == 3 and json.loads(out.stdout)["argv"] == ["x", "3"]
+
+
+@pytest.mark.parametrize("how", ["relative", "dot-slash", "sh", "double-slash", "dot-component", "on-PATH"])
+def test_any_way_of_naming_it_finds_the_interpreter(prefix: Path, how: str) -> None:
+    bin_dir = prefix.parent
+    argv, cwd = {
+        "relative": (["../bin/kubectl-teleport"], bin_dir.parent / "lib"),
+        "dot-slash": (["./kubectl-teleport"], bin_dir),
+        "sh": (["sh", "kubectl-teleport"], bin_dir),
+        "double-slash": ([f"{bin_dir}//kubectl-teleport"], None),  # a PATH entry with a trailing slash
+        "dot-component": ([f"{bin_dir}/./kubectl-teleport"], None),
+        "on-PATH": (["sh", "-c", "kubectl-teleport"], None),
+    }[how]
+    got = started(run(argv, cwd=cwd, path=f"{bin_dir}/:{os.environ['PATH']}"))
+    assert os.path.samefile(got["exe"], bin_dir / VERSION)
+
+
+def test_symlinks_are_followed_to_the_install_as_pipx_links_apps(prefix: Path, tmp_path: Path) -> None:
+    links = tmp_path / "local" / "bin"
+    links.mkdir(parents=True)
+    (links / "kubectl-teleport").symlink_to(prefix)  # pipx: ~/.local/bin/kubectl-teleport -> the venv
+    (links / "relative").symlink_to(os.path.relpath(prefix, links))
+    (links / "chain").symlink_to(links / "relative")
+    for name in ("kubectl-teleport", "relative", "chain"):
+        got = started(run([str(links / name), "status"]))
+        assert got["exe"] == str(prefix.parent / VERSION) and got["argv"] == ["status"]
+        assert launcher.interpreter(str(links / name)) == [got["exe"], "-I", "-S"]
+        assert launcher.resolve(str(links / name)) == str(prefix)
+
+
+def test_no_fork_unless_it_is_a_symlink(prefix: Path, tmp_path: Path) -> None:
+    """The only command the sh part runs is readlink, and only for a symlink: the hot path is one exec."""
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    calls = tmp_path / "readlink-calls"
+    real = shutil.which("readlink")
+    (spy / "readlink").write_text(f'#!/bin/sh\necho "$@" >>{calls}\nexec {real} "$@"\n')
+    (spy / "readlink").chmod(0o755)
+    path = f"{spy}:{os.environ['PATH']}"
+    started(run([str(prefix)], path=path))
+    assert not calls.exists()
+    (tmp_path / "link").symlink_to(prefix)
+    started(run([str(tmp_path / "link")], path=path))
+    assert calls.read_text().split() == ["--", str(tmp_path / "link")]
+
+
+def test_without_an_interpreter_beside_it_uses_the_same_version_on_path(tmp_path: Path) -> None:
+    """pip install --user: ~/.local/bin/kubectl-teleport, ~/.local/lib/pythonX.Y/site-packages, python on PATH."""
+    script = make_prefix(tmp_path / "user", interpreter=False)
+    pybin = tmp_path / "pybin"
+    pybin.mkdir()
+    (pybin / VERSION).symlink_to(REAL_PYTHON)
+    got = started(run([str(script), "a"], path=f"{pybin}:/usr/bin:/bin"))
+    assert got["exe"] == str(pybin / VERSION) and (got["isolated"], got["no_site"]) == (1, 1)
+    assert got["argv"] == ["a"]
+
+
+def test_no_interpreter_at_all_is_one_line_and_exit_127(tmp_path: Path) -> None:
+    script = make_prefix(tmp_path / "lone", interpreter=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = subprocess.run(["/bin/sh", str(script)], capture_output=True, text=True, check=False,
+                         env={"PATH": str(empty)})
+    assert out.returncode == 127 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and "no Python interpreter found" in out.stderr
+
+
+def test_interpreter_of_other_scripts_is_their_shebang(tmp_path: Path) -> None:
+    wrapper = tmp_path / "kubectl-teleport"
+    wrapper.write_text("#!/venv/bin/python -IS\nimport sys\n")
+    assert launcher.interpreter(str(wrapper)) == ["/venv/bin/python", "-IS"]
+    assert not launcher.is_launcher(str(wrapper))
+    wrapper.write_bytes(b"\x7fELF")
+    assert launcher.interpreter(str(wrapper)) is None
+    assert launcher.interpreter(str(tmp_path / "missing")) is None
+
+
+def test_plugin_command_is_the_launcher_running_us_even_through_a_pipx_link(
+        prefix: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    link = tmp_path / "dotlocal-bin" / "kubectl-teleport"
+    link.parent.mkdir()
+    link.symlink_to(prefix)
+    shims = tmp_path / "pyenv" / "shims"
+    shims.mkdir(parents=True)
+    (shims / "kubectl-teleport").write_text("#!/usr/bin/env bash\nexec pyenv exec kubectl-teleport \"$@\"\n")
+    (shims / "kubectl-teleport").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}:/usr/bin:/bin")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "elsewhere" / "python3"))
+    monkeypatch.setattr(sys, "argv", [str(link), "login"])
+    assert kubeconfig.plugin_command() == str(prefix)
+    # run from elsewhere (tests, python -m): the launcher beside the interpreter, never the shim on PATH
+    monkeypatch.setattr(sys, "argv", ["/usr/lib/something/pytest"])
+    monkeypatch.setattr(sys, "executable", str(prefix.parent / VERSION))
+    assert kubeconfig.plugin_command() == str(prefix)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "elsewhere" / "python3"))
+    assert kubeconfig.plugin_command() == "/usr/lib/something/pytest"
+    monkeypatch.setenv("PATH", f"{link.parent}:{shims}:/usr/bin:/bin")  # pipx's bin dir on PATH
+    assert kubeconfig.plugin_command() == str(prefix)
