@@ -276,7 +276,7 @@ def decode_tbot(data: bytes) -> TbotEntry | None:
 def cache_dir_ours(cache_dir: str) -> bool:
     """True when the cache dir is a real directory of ours that nobody else may use (no ACL sharing here)."""
     try:
-        st = posix.lstat(cache_dir)
+        st = posix.lstat(cache_dir.rstrip("/") or "/")  # "link/" would follow a symlink
     except OSError:
         return False
     return st.st_mode & _MODE_FMT == _MODE_DIR and st.st_uid == posix.geteuid() and not st.st_mode & 0o077

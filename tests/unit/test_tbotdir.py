@@ -238,6 +238,7 @@ def test_cache_is_ours_alone(cas, dirs):
     link = cdir.parent / "cache-link"
     link.symlink_to(cdir)
     assert cache.read_tbot_fast(str(dest), str(link)) is None
+    assert cache.read_tbot_fast(str(dest), str(link) + "/") is None
     with pytest.raises(UnsafeState, match="symlink"):
         tc.ensure_cache_dir(str(link))
 
