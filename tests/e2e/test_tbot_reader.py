@@ -20,18 +20,18 @@ from kubectl_teleport import cache, errors, execcred, pki
 from tests.e2e.test_init_acls import _as, _preload, needs_root, users  # noqa: F401 (users: a fixture)
 from tests.plugin_helpers import (
     EXEC_INFO_V1,
+    HOT_PATH,
     KUBE_CLUSTER,
     cert_of,
     credentials,
+    hit_imports,
     kubectl_run,
     login,
     make_due,
     plugin,
-    python_of,
 )
 
 EXEC_INFO_V1BETA1 = EXEC_INFO_V1.replace("/v1", "/v1beta1")
-HOT_PATH = {"kubectl_teleport", "kubectl_teleport.entry", "kubectl_teleport.cache", "kubectl_teleport.execcred"}
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +64,6 @@ def tbot_kubeconfig(dest: Path, tmp_path: Path) -> tuple[Path, dict]:
                  "--cache-dir", str(tmp_path / "cache"))
     assert out.returncode == 0, out.stderr
     return target, yaml.safe_load(target.read_text())["users"][0]["user"]["exec"]
-
-
-def imported(argv: list[str], env: dict) -> tuple[subprocess.CompletedProcess, set[str]]:
-    out = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    mods = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
-    return out, mods - {"package"}
 
 
 # kubectl against a devcluster through a tbot-style destination -------------------------------------------------
@@ -126,19 +120,16 @@ def test_a_hit_imports_only_the_hot_path_and_a_rewrite_is_read_at_once(tmp_path,
     td.write_destination(dest, ca)
     td.write_kubeconfig(dest, server="https://127.0.0.1:1", ca_pems=[td.cert_pem(ca.cert)])
     _, exec_ = tbot_kubeconfig(dest, tmp_path)
-    python, *flags = python_of(exec_["command"])  # the launcher's interpreter, -I -S
     env = {**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO_V1 + "\n"}
-    argv = [python, *flags, "-X", "importtime", exec_["command"], *exec_["args"]]
-    _, floor = imported([python, *flags, "-X", "importtime", "-c", "pass"], env)
-    hit, mods = imported(argv, env)
-    assert hit.returncode == 0 and hit.stderr.count("import time:") and mods - floor == HOT_PATH
+    hit, mods = hit_imports(exec_, env)
+    assert hit.returncode == 0 and mods == HOT_PATH
     renewed = td.write_destination(dest, ca)
     later(dest / "identity")
-    rebuilt, mods = imported(argv, env)
+    rebuilt, mods = hit_imports(exec_, env)
     assert rebuilt.returncode == 0 and "cryptography.x509" in mods  # the check above can fail
     assert served_pair_matches(rebuilt.stdout) == renewed.cert_pem
-    again, mods = imported(argv, env)
-    assert mods - floor == HOT_PATH and again.stdout == rebuilt.stdout  # byte-identical
+    again, mods = hit_imports(exec_, env)
+    assert mods == HOT_PATH and again.stdout == rebuilt.stdout  # byte-identical
 
 
 @pytest.mark.parametrize("layout", ["identity", "pair"])
