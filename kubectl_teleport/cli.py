@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the whole flow against a throwaway devcluster")
     demo.add_argument("--kubectl", metavar="PATH", help="kubectl binary (default: from PATH)")
     demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
+
+    completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    completion.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete for")
     return p
 
 
@@ -127,7 +130,7 @@ def _seconds(limit: float) -> Callable[[str], float]:
 COMMANDS = {
     "login": "login", "credentials": "credentials", "status": "status", "logout": "logout",
     "kube ls": "kube", "init": "init", "start": "start", "systemd-unit": "systemd_unit", "demo": "demo",
-    "kubeconfig": "kubeconfig_cmd",
+    "kubeconfig": "kubeconfig_cmd", "completion": "completion",
 }
 
 
