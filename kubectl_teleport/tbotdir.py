@@ -291,6 +291,7 @@ def rebuild(tbot_dir: str, cache_dir: str, *, sleep: Callable[[float], None] = t
         with files.Dir.open(cache_dir, create=True) as directory:
             check_cache_dir(directory)
             directory.write(cache.tbot_name(tbot_dir) + ".cred", data)
+            directory.remove_stale_temps()  # a writer killed before its rename left a copy of the key
     except OSError as exc:
         if notes is None:
             raise

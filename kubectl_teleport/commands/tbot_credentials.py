@@ -38,6 +38,10 @@ def paths(tbot_dir: str, cache_dir: str | None) -> tuple[str, str]:
     return tbot, cdir
 
 
+class NoCacheDir(UnsafeState):
+    """The cache dir cannot be created (a read-only or unwritable file system): read tbot's files uncached."""
+
+
 def ensure_cache_dir(cache_dir: str) -> None:
     """Create the cache dir (0700, parents too) or tighten ours; refuse one that is not ours alone."""
     if cache.cache_dir_ours(cache_dir):
@@ -47,8 +51,8 @@ def ensure_cache_dir(cache_dir: str) -> None:
     try:
         files.ensure_dir(cache_dir)
     except OSError as exc:
-        raise UnsafeState(f"cannot create the cache dir {cache_dir} ({exc.strerror or exc}); choose another "
-                          "--cache-dir") from None
+        raise NoCacheDir(f"cannot create the cache dir {cache_dir} ({exc.strerror or exc}); choose a writable "
+                         "--cache-dir") from None
     if not cache.cache_dir_ours(cache_dir):
         st = os.lstat(cache_dir)
         if st.st_uid != os.geteuid():
@@ -64,7 +68,10 @@ def entry(tbot_dir: str, cache_dir: str, *, wait: float = LOCK_WAIT) -> cache.Tb
     hit = cache.read_tbot_fast(tbot_dir, cache_dir)
     if hit is not None and hit.valid(clock.now()):
         return hit
-    ensure_cache_dir(cache_dir)
+    try:
+        ensure_cache_dir(cache_dir)
+    except NoCacheDir as err:
+        return _uncached(tbot_dir, err)
     lock = IdentityLock(cache.tbot_lock_path(cache_dir, tbot_dir))
     try:
         lock.acquire_or_fail(wait, cache_dir)
@@ -99,6 +106,19 @@ def _rebuild(tbot_dir: str, cache_dir: str, previous: cache.TbotEntry | None) ->
     if notes:
         fmt.warn("; ".join(notes))
     return fresh
+
+
+def _uncached(tbot_dir: str, why: NoCacheDir) -> cache.TbotEntry:
+    """No cache dir to be had (e.g. a read-only home in a container): read tbot's files on every call, with one
+    warning line that says how to make it a hit again."""
+    sitepath.ensure()
+    from .. import tbotdir
+
+    data = tbotdir.encode(tbotdir.read(tbot_dir), clock.now(), tbot_dir)
+    fmt.warn(f"{why} (read {tbot_dir} without a cache; every call pays for it)")
+    found = cache.decode_tbot(data)
+    assert found is not None
+    return found
 
 
 def _fallback(err: Exception, previous: cache.TbotEntry | None) -> cache.TbotEntry:

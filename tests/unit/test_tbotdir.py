@@ -243,6 +243,29 @@ def test_cache_is_ours_alone(cas, dirs):
         tc.ensure_cache_dir(str(link))
 
 
+def test_no_cache_dir_to_be_had_reads_uncached_with_one_warning(cas, dirs, tmp_path, monkeypatch, capsys):
+    dest, _ = dirs
+    issued = td.write_destination(dest, cas["ec"], layout="identity")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(execcred.ENV, V1_INFO)
+    out = json.loads(tc.credentials(str(dest), str(tmp_path / "file" / "cache")))  # not creatable (ENOTDIR)
+    assert out["status"]["clientCertificateData"] == issued.cert_pem
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot create the cache dir" in err and "without a cache" in err
+
+
+def test_a_killed_writers_temp_file_is_removed(cas, dirs):
+    dest, cdir = dirs
+    td.write_destination(dest, cas["ec"], layout="identity")
+    rebuild(dest, cdir)
+    stale = cdir / f".{cache.tbot_name(str(dest))}.cred.999999999.tmp"
+    stale.write_text("a key")
+    td.write_destination(dest, cas["ec"], layout="identity")
+    later(dest / "identity")
+    rebuild(dest, cdir)
+    assert not stale.exists()
+
+
 def test_symlinks_in_the_destination_are_refused(cas, dirs, tmp_path):
     dest, cdir = dirs
     td.write_destination(dest, cas["ec"], layout="identity")
