@@ -23,7 +23,7 @@ REAL_PYTHON = os.path.realpath(sys.executable)
 ENTRY = '''import sys
 def main():
     sys.stdout.write(__import__("json").dumps({"exe": sys.executable, "isolated": sys.flags.isolated,
-        "no_site": sys.flags.no_site, "argv": sys.argv[1:], "file": __file__}))
+        "no_site": sys.flags.no_site, "argv": sys.argv[1:], "file": __file__, "path": sys.path}))
     return int(sys.argv[-1]) if sys.argv[-1:] and sys.argv[-1].isdigit() else 0
 '''
 
@@ -81,6 +81,10 @@ def test_runs_the_interpreter_beside_it_with_I_S_and_passes_arguments_unchanged(
     assert os.path.realpath(got["file"]) == str((prefix.parents[1] / "lib" / VERSION / "site-packages" /
                                                  "kubectl_teleport" / "entry.py").resolve())
     assert launcher.interpreter(str(prefix)) == [got["exe"], "-I", "-S"]
+    # the install's site-packages comes after the standard library once our package is loaded, as with site
+    site_packages = [p for p in got["path"] if p.endswith("/site-packages")]
+    assert site_packages == [got["path"][-1]] and os.path.samefile(site_packages[0], prefix.parents[1] / "lib" /
+                                                                   VERSION / "site-packages")
 
 
 def test_exit_codes_pass_through(prefix: Path) -> None:
