@@ -86,16 +86,16 @@ def installed_differs() -> list[str]:
 
 
 def hot_path_imports(s: cases.Setup) -> list[str]:
-    """Modules a cache hit imports beyond the bare interpreter, from `python -X importtime`."""
+    """Modules a cache hit loads beyond the bare interpreter, from `python -v` (it reports the modules the launcher
+    loads by location too, which `-X importtime` does not see)."""
     def imported(argv: list[str]) -> list[str]:
         env = dict(s.plugin.env)
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        return [ln.split("|")[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")
-                and not ln.rstrip().endswith("imported package")]
+        return [ln.split("'")[1] for ln in proc.stderr.splitlines() if ln.startswith("import '")]
 
-    python = launcher.interpreter(s.plugin.argv[0]) or [s.python]  # the launcher's: [python, "-I", "-S"]
-    floor = set(imported([s.python, "-I", "-S", "-X", "importtime", "-c", "pass"]))
-    mods = imported([*python, "-X", "importtime", *s.plugin.argv])
+    python = launcher.interpreter(s.plugin.argv[0]) or [s.python]  # the launcher's: [python, "-IS"]
+    floor = set(imported([s.python, "-I", "-S", "-v", "-c", "pass"]))
+    mods = imported([*python, "-v", *s.plugin.argv])
     return [m for m in mods if m not in floor]
 
 

@@ -4,15 +4,16 @@ kubectl runs `kubectl-teleport credentials` on every call, so its start-up is th
 console-script wrapper starts the interpreter with `site` and imports `re` (1.6x a bare start), and pip's wheel
 installer rewrites a data script's `#!python -IS` to `#!<venv python>` without the flags. So the wheel ships
 `scripts/kubectl-teleport` as a data script that installers copy as it is: a POSIX sh script that is a Python
-program too. Its sh lines find the interpreter whose site-packages holds this install, next to the script (a venv
-made by pip, pipx or install.sh; a pipx link in ~/.local/bin is resolved first), and `exec` it with `-I -S` on the
-same file; its Python lines put that site-packages on `sys.path`, run `entry.main`, and after a cache hit leave
-with `_exit` (the answer went out in one `write`; the interpreter's teardown costs ~1 ms). A hit costs ~0.84x
-the venv's `python -I -c pass` (docs/design.md "Launcher"). Paths that need third-party libraries call
-`site.main()` first (sitepath.py), so `.pth` files and everything else `site` does still apply there.
+program too. Its sh lines `exec` the interpreter of the install with `-IS` on the same file: in a venv (pip, pipx,
+install.sh) the venv's `python` beside the script at once; otherwise, after following a symlinked `$0` (pipx links
+its apps into ~/.local/bin), the `python3.X` whose site-packages holds the package. Its Python lines load the
+hot path's modules from that site-packages by the standard loader (no search of sys.path), run `entry.main`, and
+after a cache hit leave with `_exit` (the answer went out in one `write`; the interpreter's teardown costs ~1 ms).
+A hit costs ~0.85-0.89x the venv's `python -I -c pass` (docs/design.md "Launcher"). Paths that need third-party
+libraries call `site.main()` first (sitepath.py), so `.pth` files and everything else `site` does apply there.
 
 This module mirrors the script's choice of interpreter for the code that must know it: `init` (can the bot and
-reader users run it?), the hot-path import test and the bench (they run it under `-X importtime`).
+reader users run it?), the hot-path import test and the bench (they run it under `-v`), `plugin_command`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import shutil
 
 MARKER = b"# kubectl-teleport launcher:"  # the script's second line starts with this
-HOT_FLAGS = ("-I", "-S")
+HOT_FLAGS = ("-IS",)  # -I -S
 
 
 def is_launcher(path: str) -> bool:
@@ -50,10 +51,12 @@ def resolve(path: str) -> str:
 
 def interpreter(path: str) -> list[str] | None:
     """The command a `kubectl-teleport` at `path` starts Python with, before the script and its arguments:
-    `[python, "-I", "-S"]` for the launcher (the interpreter it would choose), the `#!` line's words for any other
+    `[python, "-IS"]` for the launcher (the interpreter it would choose), the `#!` line's words for any other
     script (pip's console-script wrapper, an older `#!<python> -IS` launcher); None when neither applies."""
     if is_launcher(path):
         here = os.path.dirname(resolve(path))
+        if os.path.isfile(f"{here}/../pyvenv.cfg"):
+            return [f"{here}/python", *HOT_FLAGS]
         found = sorted(glob.glob(f"{glob.escape(here)}/../lib/python3.*/site-packages/kubectl_teleport"))
         for match in found:
             version = os.path.basename(match.split("/site-packages/")[0])

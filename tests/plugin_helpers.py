@@ -72,24 +72,25 @@ def edit_exec(kubeconfig: Path, change: Callable[[dict], None]) -> None:
 
 
 def python_of(command: str) -> list[str]:
-    """How the `kubectl-teleport` launcher at `command` starts Python (`[python, "-I", "-S"]`), so a test can run
-    the same interpreter with `-X importtime` on it."""
+    """How the `kubectl-teleport` launcher at `command` starts Python (`[python, "-IS"]`), so a test can run the
+    same interpreter with `-v` on it."""
     argv = launcher.interpreter(command)
     assert argv, f"{command} is not a kubectl-teleport launcher"
     return argv
 
 
 def imported(argv: list[str], env: dict) -> tuple[subprocess.CompletedProcess, set[str]]:
-    """Run argv under -X importtime; the modules it imported."""
+    """Run argv (a python command with -v); the modules it loaded. `-v` reports every module the standard loader
+    loads, through an import statement or, as the launcher loads the hot path, by location (-X importtime only
+    sees import statements)."""
     out = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    mods = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
-    return out, mods - {"package"}
+    return out, {line.split("'")[1] for line in out.stderr.splitlines() if line.startswith("import '")}
 
 
 def hit_imports(exec_: dict, env: dict) -> tuple[subprocess.CompletedProcess, set[str]]:
-    """Run a kubeconfig's exec command as kubectl does, started by its launcher's interpreter under
-    -X importtime; the modules it imported beyond that interpreter's bare start (`python -I -S -c pass`)."""
+    """Run a kubeconfig's exec command as kubectl does, started by its launcher's interpreter with -v; the modules
+    it loaded beyond that interpreter's bare start (`python -IS -c pass`)."""
     python = python_of(exec_["command"])
-    out, mods = imported([*python, "-X", "importtime", exec_["command"], *exec_.get("args", [])], env)
-    _, floor = imported([*python, "-X", "importtime", "-c", "pass"], env)
+    out, mods = imported([*python, "-v", exec_["command"], *exec_.get("args", [])], env)
+    _, floor = imported([*python, "-v", "-c", "pass"], env)
     return out, mods - floor

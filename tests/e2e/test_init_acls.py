@@ -187,7 +187,7 @@ def shared_launcher(base: Path) -> Path:
     (base / "bin" / version).symlink_to(system)
     target = base / "bin" / "kubectl-teleport"
     shutil.copy(bin_path("kubectl-teleport"), target)
-    assert launcher.interpreter(str(target)) == [str(base / "bin" / version), "-I", "-S"]
+    assert launcher.interpreter(str(target)) == [str(base / "bin" / version), "-IS"]
     return target
 
 

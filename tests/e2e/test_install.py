@@ -84,12 +84,11 @@ def test_fresh_install_links_both_commands_into_the_venv(installed: Install) -> 
         assert link.is_symlink()
         assert os.readlink(link) == str(venv_bin / name)
     # Both start the venv's own interpreter, never a python3 on PATH: the devcluster through pip's console script,
-    # kubectl-teleport through the wheel's launcher, which execs <venv>/bin/python3.X -I -S (launcher.py).
+    # kubectl-teleport through the wheel's launcher, which execs <venv>/bin/python -IS (launcher.py).
     shebang = (venv_bin / "kubectl-teleport-devcluster").read_text().splitlines()[0]
     assert shebang.split()[0] == f"#!{venv_bin / 'python'}"
-    version = "python{}.{}".format(*pyvenv_cfg(installed.prefix / "venv")["version"].split(".")[:2])
     assert launcher.is_launcher(str(venv_bin / "kubectl-teleport"))
-    assert launcher.interpreter(str(venv_bin / "kubectl-teleport")) == [str(venv_bin / version), "-I", "-S"]
+    assert launcher.interpreter(str(venv_bin / "kubectl-teleport")) == [str(venv_bin / "python"), "-IS"]
 
 
 def test_venv_is_made_from_the_real_interpreter_not_a_shim(installed: Install) -> None:

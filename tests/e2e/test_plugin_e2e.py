@@ -228,7 +228,7 @@ def test_cache_hit_imports_only_our_hot_path_modules(devcluster, tmp_path):
     data = tmp_path / "bot"
     login(devcluster, data)
     exec_ = yaml.safe_load((data / "kubeconfig.yaml").read_text())["users"][0]["user"]["exec"]
-    assert python_of(exec_["command"])[1:] == ["-I", "-S"]
+    assert python_of(exec_["command"])[1:] == ["-IS"]
     env = {**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO_V1 + "\n"}
     hit, mods = hit_imports(exec_, env)
     assert hit.returncode == 0 and json.loads(hit.stdout)["kind"] == "ExecCredential"

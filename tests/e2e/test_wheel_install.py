@@ -176,7 +176,7 @@ def test_installs_the_launcher_and_answers_version(installed: Installed) -> None
         assert launcher.resolve(str(installed.command)) == str(installed.launcher)
     assert launcher.is_launcher(str(installed.launcher))
     assert installed.launcher.read_bytes() == (REPO / "scripts" / "kubectl-teleport").read_bytes()
-    assert python_of(str(installed.command)) == [str(installed.venv / "bin" / PY), "-I", "-S"]
+    assert python_of(str(installed.command)) == [str(installed.venv / "bin" / "python"), "-IS"]
     out = run([installed.command, "--version"], env=clean_env(), cwd=installed.venv.parent)
     assert out.stdout.strip() == f"kubectl-teleport {VERSION}"
 

@@ -21,23 +21,32 @@ VERSION = f"python{sys.version_info[0]}.{sys.version_info[1]}"
 REAL_PYTHON = os.path.realpath(sys.executable)
 # entry.main of the stand-in package: how this process was started, then the exit code it was asked for.
 ENTRY = '''import sys
+from . import cache, execcred
 def main():
     sys.stdout.write(__import__("json").dumps({"exe": sys.executable, "isolated": sys.flags.isolated,
-        "no_site": sys.flags.no_site, "argv": sys.argv[1:], "file": __file__, "path": sys.path}))
+        "no_site": sys.flags.no_site, "argv": sys.argv[1:], "file": __file__, "path": sys.path,
+        "searched": [p for p in sys.path_importer_cache if "/site-packages" in p],
+        "modules": sorted(m for m in sys.modules if m.startswith("kubectl_teleport")),
+        "bound": [cache.__name__, execcred.__name__, sys.modules["kubectl_teleport"].entry.__name__]}))
     return int(sys.argv[-1]) if sys.argv[-1:] and sys.argv[-1].isdigit() else 0
 '''
+HOT_PATH = ["kubectl_teleport", "kubectl_teleport.cache", "kubectl_teleport.entry", "kubectl_teleport.execcred"]
 
 
-def make_prefix(root: Path, *, interpreter: bool = True) -> Path:
+def make_prefix(root: Path, *, interpreter: bool = True, venv: bool = False) -> Path:
     """root/bin/kubectl-teleport (the launcher) and root/lib/pythonX.Y/site-packages/kubectl_teleport (the
-    stand-in), with root/bin/pythonX.Y linked to this interpreter unless `interpreter` is False."""
+    stand-in), with root/bin/pythonX.Y linked to this interpreter unless `interpreter` is False; with `venv`, a
+    venv's root/pyvenv.cfg and root/bin/python instead."""
     package = root / "lib" / VERSION / "site-packages" / "kubectl_teleport"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "entry.py").write_text(ENTRY)
+    for name, text in (("__init__", ""), ("cache", ""), ("execcred", ""), ("entry", ENTRY)):
+        (package / f"{name}.py").write_text(text)
     (root / "bin").mkdir()
     shutil.copy(SCRIPT, root / "bin" / "kubectl-teleport")
-    if interpreter:
+    if venv:
+        (root / "pyvenv.cfg").write_text(f"home = {os.path.dirname(REAL_PYTHON)}\n")
+        (root / "bin" / "python").symlink_to(REAL_PYTHON)
+    elif interpreter:
         (root / "bin" / VERSION).symlink_to(REAL_PYTHON)
     return root / "bin" / "kubectl-teleport"
 
@@ -80,11 +89,33 @@ def test_runs_the_interpreter_beside_it_with_I_S_and_passes_arguments_unchanged(
     assert got["argv"] == args
     assert os.path.realpath(got["file"]) == str((prefix.parents[1] / "lib" / VERSION / "site-packages" /
                                                  "kubectl_teleport" / "entry.py").resolve())
-    assert launcher.interpreter(str(prefix)) == [got["exe"], "-I", "-S"]
-    # the install's site-packages comes after the standard library once our package is loaded, as with site
+    assert launcher.interpreter(str(prefix)) == [got["exe"], "-IS"]
+    # the install's site-packages comes after the standard library, as with site
     site_packages = [p for p in got["path"] if p.endswith("/site-packages")]
     assert site_packages == [got["path"][-1]] and os.path.samefile(site_packages[0], prefix.parents[1] / "lib" /
                                                                    VERSION / "site-packages")
+    # the hot path was loaded from there by location, without a search of sys.path, and bound as imports bind
+    assert got["searched"] == [] and got["modules"] == HOT_PATH
+    assert got["bound"] == ["kubectl_teleport.cache", "kubectl_teleport.execcred", "kubectl_teleport.entry"]
+
+
+def test_a_layout_without_the_hot_path_modules_falls_back_to_the_import_system(prefix: Path) -> None:
+    package = prefix.parents[1] / "lib" / VERSION / "site-packages" / "kubectl_teleport"
+    (package / "execcred.py").unlink()
+    (package / "execcred").mkdir()  # a package now: not where the launcher looks
+    (package / "execcred" / "__init__.py").write_text("")
+    got = started(run([str(prefix), "x"]))
+    assert got["modules"] == HOT_PATH and got["searched"] and got["argv"] == ["x"]
+
+
+def test_in_a_venv_it_runs_the_venv_s_python_directly_or_through_a_link(tmp_path: Path) -> None:
+    script = make_prefix(tmp_path / "venv", venv=True)
+    (tmp_path / "link").symlink_to(script)  # pipx's ~/.local/bin
+    for command in (script, tmp_path / "link"):
+        got = started(run([str(command), "a b"]))
+        assert got["exe"] == str(script.parent / "python") and (got["isolated"], got["no_site"]) == (1, 1)
+        assert got["argv"] == ["a b"] and got["modules"] == HOT_PATH and got["searched"] == []
+        assert launcher.interpreter(str(command)) == [got["exe"], "-IS"]
 
 
 def test_exit_codes_pass_through(prefix: Path) -> None:
@@ -116,7 +147,7 @@ def test_symlinks_are_followed_to_the_install_as_pipx_links_apps(prefix: Path, t
     for name in ("kubectl-teleport", "relative", "chain"):
         got = started(run([str(links / name), "status"]))
         assert got["exe"] == str(prefix.parent / VERSION) and got["argv"] == ["status"]
-        assert launcher.interpreter(str(links / name)) == [got["exe"], "-I", "-S"]
+        assert launcher.interpreter(str(links / name)) == [got["exe"], "-IS"]
         assert launcher.resolve(str(links / name)) == str(prefix)
 
 
