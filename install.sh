@@ -297,10 +297,13 @@ extra="[devcluster]" with_test=""
 say "installing dependencies${with_test:+ (with the test extra)}"
 "${PIP[@]}" install -q --upgrade-strategy only-if-needed "$WHEEL$extra" \
     || die "installing the dependencies failed (pip's output is above); check the network or a proxy and re-run"
-# The wheel carries the fast launcher as its kubectl-teleport (scripts/kubectl-teleport, a data script pip copies
-# as it is): it starts the venv interpreter with -I -S, which is what every kubectl call pays for.
 "${PIP[@]}" install -q --force-reinstall --no-deps "$WHEEL" \
     || die "installing kubectl-teleport into $VENV failed (pip's output is above)"
+# The wheel's kubectl-teleport is the fast launcher (scripts/kubectl-teleport, kubectl_teleport/launcher.py): a
+# #!/bin/sh script that execs the venv's python -IS, since pip and pipx cannot know the interpreter. We do: point
+# its #! line at it, so every kubectl call starts python directly (unless the venv path is too long for a #! line).
+"$VPY" -m kubectl_teleport.launcher "$VENV/bin/kubectl-teleport" \
+    || say "kept the launcher's #!/bin/sh line: the venv path is too long for a #! line (each call takes ~0.5 ms more)"
 VERSION=$("$VPY" -c 'import importlib.metadata as m; print(m.version("kubectl-teleport"))' 2>/dev/null) || VERSION="?"
 
 # ---- links -----------------------------------------------------------------------------------------------

@@ -22,19 +22,42 @@ import glob
 import os
 import shutil
 
-MARKER = b"# kubectl-teleport launcher:"  # the script's second line starts with this
+MARKER = b"# kubectl-teleport launcher:"  # the script's third line starts with this
 HOT_FLAGS = ("-IS",)  # -I -S
+SH = b"#!/bin/sh"
+MAX_SHEBANG = 127  # older kernels cut the #! line at 128 bytes
+
+
+def _head(path: str) -> list[bytes]:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(512).split(b"\n", 3)
+    except OSError:
+        return []
 
 
 def is_launcher(path: str) -> bool:
-    """True when `path` is (a link to) the sh+Python launcher."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(512)
-    except OSError:
+    """True when `path` is (a link to) the launcher: as the wheel ships it (`#!/bin/sh`) or pointed at its
+    interpreter by install.sh (`#!<venv python> -IS`)."""
+    lines = _head(path)
+    return len(lines) > 2 and lines[0].startswith(b"#!") and lines[1] == b"''':'" and lines[2].startswith(MARKER)
+
+
+def point_at_interpreter(path: str, python: str) -> bool:
+    """Make the launcher at `path` start `python -IS` itself (`#!<python> -IS`), sparing every call the sh hop;
+    install.sh does this, as it knows the interpreter. Atomic; False (nothing changed) when `path` is no launcher
+    or the #! line would be too long for the kernel."""
+    shebang = f"#!{python} {HOT_FLAGS[0]}".encode()
+    if not is_launcher(path) or len(shebang) > MAX_SHEBANG or b"\n" in shebang:
         return False
-    lines = head.split(b"\n", 3)
-    return len(lines) > 2 and lines[0].strip() == b"#!/bin/sh" and lines[2].startswith(MARKER)
+    with open(path, "rb") as fh:
+        rest = fh.read().split(b"\n", 1)[1]
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(shebang + b"\n" + rest)
+    os.chmod(tmp, 0o755)  # noqa: S103 (an executable every user may run, like any console script)
+    os.replace(tmp, path)
+    return True
 
 
 def resolve(path: str) -> str:
@@ -53,7 +76,7 @@ def interpreter(path: str) -> list[str] | None:
     """The command a `kubectl-teleport` at `path` starts Python with, before the script and its arguments:
     `[python, "-IS"]` for the launcher (the interpreter it would choose), the `#!` line's words for any other
     script (pip's console-script wrapper, an older `#!<python> -IS` launcher); None when neither applies."""
-    if is_launcher(path):
+    if is_launcher(path) and _head(path)[0].strip() == SH:
         here = os.path.dirname(resolve(path))
         if os.path.isfile(f"{here}/../pyvenv.cfg"):
             return [f"{here}/python", *HOT_FLAGS]
@@ -75,3 +98,11 @@ def interpreter(path: str) -> list[str] | None:
         return None
     words = first[2:].decode("utf-8", "replace").split() if first.startswith(b"#!") else []
     return words or None
+
+
+if __name__ == "__main__":  # install.sh: python -m kubectl_teleport.launcher <venv>/bin/kubectl-teleport
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m kubectl_teleport.launcher LAUNCHER")
+    sys.exit(0 if point_at_interpreter(sys.argv[1], os.path.abspath(sys.executable)) else 1)

@@ -187,6 +187,7 @@ def shared_launcher(base: Path) -> Path:
     (base / "bin" / version).symlink_to(system)
     target = base / "bin" / "kubectl-teleport"
     shutil.copy(bin_path("kubectl-teleport"), target)
+    assert launcher.point_at_interpreter(str(target), str(base / "bin" / version))  # as install.sh does
     assert launcher.interpreter(str(target)) == [str(base / "bin" / version), "-IS"]
     return target
 

@@ -84,9 +84,10 @@ def test_fresh_install_links_both_commands_into_the_venv(installed: Install) -> 
         assert link.is_symlink()
         assert os.readlink(link) == str(venv_bin / name)
     # Both start the venv's own interpreter, never a python3 on PATH: the devcluster through pip's console script,
-    # kubectl-teleport through the wheel's launcher, which execs <venv>/bin/python -IS (launcher.py).
+    # kubectl-teleport through the wheel's launcher, whose #! line install.sh points at <venv>/bin/python -IS.
     shebang = (venv_bin / "kubectl-teleport-devcluster").read_text().splitlines()[0]
     assert shebang.split()[0] == f"#!{venv_bin / 'python'}"
+    assert (venv_bin / "kubectl-teleport").read_text().splitlines()[0] == f"#!{venv_bin / 'python'} -IS"
     assert launcher.is_launcher(str(venv_bin / "kubectl-teleport"))
     assert launcher.interpreter(str(venv_bin / "kubectl-teleport")) == [str(venv_bin / "python"), "-IS"]
 

@@ -188,6 +188,28 @@ def test_no_interpreter_at_all_is_one_line_and_exit_127(tmp_path: Path) -> None:
     assert out.stderr.count("\n") == 1 and "no Python interpreter found" in out.stderr
 
 
+def test_install_sh_points_the_first_line_at_the_interpreter(prefix: Path, tmp_path: Path) -> None:
+    python = str(prefix.parent / VERSION)
+    assert launcher.point_at_interpreter(str(prefix), python)
+    text = prefix.read_text()
+    assert text.split("\n", 1) == [f"#!{python} -IS", SCRIPT.read_text().split("\n", 1)[1]]
+    assert os.stat(prefix).st_mode & 0o777 == 0o755 and launcher.is_launcher(str(prefix))
+    assert launcher.interpreter(str(prefix)) == [python, "-IS"]
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "kubectl-teleport").symlink_to(os.path.relpath(prefix, tmp_path / "bin"))  # install.sh's
+    for command in (prefix, tmp_path / "bin" / "kubectl-teleport"):  # the kernel starts python: no sh
+        got = started(run([str(command), "x"]))
+        assert got["exe"] == python and (got["isolated"], got["no_site"]) == (1, 1) and got["argv"] == ["x"]
+        assert got["modules"] == HOT_PATH and got["searched"] == []  # loaded from the link's target install
+    assert launcher.point_at_interpreter(str(prefix), python)  # again: the same file
+    assert prefix.read_text() == text
+    too_long = "/" + "x" * 130 + "/python"
+    assert not launcher.point_at_interpreter(str(prefix), too_long) and prefix.read_text() == text
+    other = tmp_path / "other"
+    other.write_text("#!/bin/sh\necho hi\n")
+    assert not launcher.point_at_interpreter(str(other), python) and other.read_text() == "#!/bin/sh\necho hi\n"
+
+
 def test_interpreter_of_other_scripts_is_their_shebang(tmp_path: Path) -> None:
     wrapper = tmp_path / "kubectl-teleport"
     wrapper.write_text("#!/venv/bin/python -IS\nimport sys\n")
