@@ -10,7 +10,8 @@ after warm-up rounds):
 
 - per install: `<venv>/bin/python -I -c pass` (the baseline), the kubeconfig's exec command (the launcher the
   wheel ships), and for pipx the ~/.local/bin link too;
-- in the pip venv, the candidates that were not chosen (docs/design.md "Launcher"): pip's console-script
+- in the pip venv, the launcher as install.sh leaves it (its `#!` line pointed at the venv's python), and the
+  candidates that were not chosen (docs/design.md "Launcher"): pip's console-script
   wrapper; `#!<python> -IS` (install.sh's launcher until the wheel carried one); `#!<python>`, which is what pip
   makes of a `#!python -IS` data script; the sh launcher without its `_exit` after a hit, finding the hot path by
   the usual search of sys.path, and run by bash (/bin/sh on Fedora and macOS).
@@ -111,6 +112,7 @@ def candidates(venv: Path, args: list[str], env: dict[str, str]) -> dict[str, Cm
         return body.replace(old, new, 1)
 
     texts = {
+        "the launcher as install.sh leaves it (#!<python> -IS)": f"#!{python} -IS\n" + body.split("\n", 1)[1],
         "pip's console-script wrapper": f"#!{python}\n{PIP_WRAPPER}",
         "#!<python> -IS (install.sh's launcher before)": (
             f"#!{python} -IS\nimport sys\nsys.path.append({purelib!r})\n"
