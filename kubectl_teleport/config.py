@@ -41,7 +41,11 @@ class Destination:
 
 @dataclass
 class Config:
-    """What login learnt and chose."""
+    """What login learnt and chose.
+
+    `ca_pems` are the Teleport cluster's host CA(s): the only trust for the auth service and the Kubernetes
+    endpoint. The Teleport fields come from `/webapi/find` and the join; every one has a default, so a config
+    written before them still reads (it then lacks `roles`: log in again with --role)."""
 
     proxy: str
     cluster_name: str
@@ -54,6 +58,13 @@ class Config:
     kubeconfigs: list[KubeconfigEntry] = field(default_factory=list)
     destinations: list[Destination] = field(default_factory=list)
     version: int = CONFIG_VERSION
+    auth_server: str = ""  # --auth-server HOST:PORT; empty: the auth service through the proxy's TLS routing
+    tls_routing: bool = True
+    server_version: str = ""
+    suite: str = ""  # signature algorithm suite ("" before v17: RSA 2048)
+    roles: list[str] = field(default_factory=list)  # the roles Kubernetes certificates impersonate
+    tls_ca_pems: list[str] = field(default_factory=list)  # every TLS CA of the join: user CA(s), then host CA(s)
+    ssh_ca_certs: list[str] = field(default_factory=list)  # authorized_keys lines, same order
 
     def cluster(self, name: str) -> KubeCluster:
         """The recorded cluster, or an empty record for one issued on first use."""
@@ -79,6 +90,10 @@ class Config:
                 kube_clusters={_name(k): _kube_cluster(v) for k, v in _dict(obj.get("kube_clusters")).items()},
                 kubeconfigs=[KubeconfigEntry(**_dict(e)) for e in _list(obj.get("kubeconfigs"))],
                 destinations=[Destination(**_dict(d)) for d in _list(obj.get("destinations"))],
+                auth_server=_str(obj, "auth_server", ""), tls_routing=_bool(obj.get("tls_routing", True)),
+                server_version=_str(obj, "server_version", ""), suite=_str(obj, "suite", ""),
+                roles=_str_list(obj.get("roles")), tls_ca_pems=_str_list(obj.get("tls_ca_pems")),
+                ssh_ca_certs=_str_list(obj.get("ssh_ca_certs")),
             )
         except TypeError as exc:
             raise ValueError(str(exc)) from None
@@ -112,6 +127,12 @@ def _name(key: Any) -> str:
 def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("expected a whole number")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
     return value
 
 

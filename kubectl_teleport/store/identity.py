@@ -1,9 +1,18 @@
 """The bot's renewable identity on disk: load, atomic commit, and the pending key of an unfinished renewal.
 
-identity.pem holds the certificate and key, preceded by one line of PEM explanatory text (which TLS libraries
-skip), `received-at: <Unix seconds>`: when the server's answer arrived on the local clock. With the certificate's
-NotBefore (the issuer's "now" backdated a minute) it tells how far the two clocks are apart, so the identity's
-renewal and expiry are judged on the local clock, as the Kubernetes certificates are (policy.timing).
+identity.pem holds the certificate and key (RSA PKCS#1 or ECDSA PKCS#8, as the cluster's suite chose),
+preceded by lines of PEM explanatory text (which TLS libraries skip, so the file is also the client
+certificate for `ssl.load_cert_chain`):
+- `received-at: <Unix seconds>`: when the server's answer arrived on the local clock. With the certificate's
+  NotBefore (the issuer's "now" backdated a minute) it tells how far the two clocks are apart, so the
+  identity's renewal and expiry are judged on the local clock, as the Kubernetes certificates are;
+- `ssh-cert: <authorized_keys line>`: the SSH certificate Teleport issued with it (same key), kept with the TLS
+  certificate in one atomic file.
+
+identity.pending.json records a renewal in flight (see docs/design.md, "Crash safety of identity renewal"):
+the new key and the generation it renews, written before connecting, and `sent: true` written once the
+connection is up and just before the request leaves. A `sent` record found later is ambiguous: the server may
+have committed that renewal.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ from .datadir import IDENTITY, PENDING, DataDir
 from .files import Reservation
 
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.S)
-_RECEIVED_AT = re.compile(r"\Areceived-at: (\d{1,12})\r?\n")
+_RECEIVED_AT = re.compile(r"^received-at: (\d{1,12})\r?$", re.M)
+_SSH_CERT = re.compile(r"^ssh-cert: ([A-Za-z0-9@._+/=-]+ [A-Za-z0-9+/=]+)\r?$", re.M)
 
 
 @dataclass
@@ -31,14 +41,26 @@ class BotIdentity:
     key_pem: str
     cert: x509.Certificate
     received_at: float | None = None  # local clock when the server's answer arrived (None: not recorded)
+    ssh_cert: str = ""  # the SSH certificate issued with it (authorized_keys line), if any
+    hold_until: float | None = None  # an ambiguous renewal: no renewal before this moment (renewal.py)
 
     @property
     def generation(self) -> int:
         return pki.identity_of(self.cert).generation or 0
 
     @property
+    def username(self) -> str:
+        """The certificate's CN: the bot user, `bot-<name>`."""
+        return pki.identity_of(self.cert).username
+
+    @property
     def bot(self) -> str:
-        return pki.identity_of(self.cert).username.removeprefix("bot-")
+        ident = pki.identity_of(self.cert)
+        return ident.bot_name or ident.username.removeprefix("bot-")
+
+    @property
+    def bot_instance_id(self) -> str | None:
+        return pki.identity_of(self.cert).bot_instance_id
 
     @property
     def not_after(self) -> float:
@@ -60,12 +82,19 @@ class BotIdentity:
         """NotAfter on the local clock."""
         return self.not_after + self.skew
 
+    @property
+    def lifetime(self) -> float:
+        return max(0.0, self.not_after - policy.server_now(self.not_before, self.not_after))
+
     def renew_at(self) -> float:
-        """When the identity becomes due on the local clock."""
-        return policy.renew_at(self.not_before, self.not_after, self.skew)
+        """When the identity becomes due on the local clock (held back while a renewal is ambiguous)."""
+        due = policy.renew_at(self.not_before, self.not_after, self.skew)
+        return max(due, self.hold_until) if self.hold_until is not None else due
 
     def to_bytes(self) -> bytes:
         head = "" if self.received_at is None else f"received-at: {int(self.received_at)}\n"
+        if self.ssh_cert:
+            head += f"ssh-cert: {self.ssh_cert.strip()}\n"
         return (head + self.cert_pem.rstrip("\n") + "\n" + self.key_pem.rstrip("\n") + "\n").encode()
 
 
@@ -101,8 +130,11 @@ def load(dd: DataDir) -> BotIdentity:
     text = raw.decode("utf-8", "replace")
     cert_pem, key_pem = split_pem(text)
     ident = parse(cert_pem, key_pem, where=str(dd.identity_path))
-    received = _RECEIVED_AT.match(text)
+    head = text.split("-----BEGIN", 1)[0]
+    received = _RECEIVED_AT.search(head)
     ident.received_at = float(received[1]) if received else None
+    ssh = _SSH_CERT.search(head)
+    ident.ssh_cert = ssh[1] + "\n" if ssh else ""
     return ident
 
 
@@ -111,11 +143,14 @@ def reserve(dd: DataDir) -> Reservation:
     return dd.reserve(IDENTITY)
 
 
-def save(dd: DataDir, cert_pem: str, key_pem: str, room: Reservation | None = None) -> BotIdentity:
-    """Commit an identity the server has just sent, atomically (one file, so certificate and key can never
-    mix), with the local time it arrived."""
+def save(dd: DataDir, cert_pem: str, key_pem: str, room: Reservation | None = None, *,
+         ssh_cert: str = "") -> BotIdentity:
+    """Commit an identity the server has just sent, atomically (one file, so certificate, key and SSH
+    certificate can never mix), with the local time it arrived."""
     ident = parse(cert_pem, key_pem, where="the server's answer")
     ident.received_at = clock.now()
+    line = ssh_cert.strip()
+    ident.ssh_cert = line + "\n" if line and "\n" not in line and _SSH_CERT.fullmatch("ssh-cert: " + line) else ""
     if room is not None:
         room.commit(ident.to_bytes())
     else:
@@ -132,27 +167,35 @@ def check_usable(ident: BotIdentity, now: float) -> None:
 
 @dataclass
 class Pending:
-    """A renewal's new key, saved before the request so a crash can retry it with the same key."""
+    """A renewal in flight: its new key and the generation it renews, saved before connecting; `sent` once the
+    request is about to leave (from then on the server may commit it whatever happens to us)."""
 
     key_pem: str
     for_generation: int
+    started_at: float = 0.0
+    sent: bool = True  # a record without the field (older versions) is taken as sent: the safe reading
 
 
 def save_pending(dd: DataDir, pending: Pending) -> None:
-    dd.write(PENDING, json.dumps({"key_pem": pending.key_pem, "for_generation": pending.for_generation}).encode())
+    dd.write(PENDING, json.dumps({"key_pem": pending.key_pem, "for_generation": pending.for_generation,
+                                  "started_at": pending.started_at, "sent": pending.sent}).encode())
 
 
 def load_pending(dd: DataDir) -> Pending | None:
-    """The pending renewal, or None (a damaged pending file is dropped: the key was never used)."""
+    """The renewal in flight, or None. Writes are atomic, so only a hand-edited record is damaged; it is dropped
+    (were that renewal committed, the next one gets Teleport's lock message, which names the recovery)."""
     raw = dd.read(PENDING)
     if raw is None:
         return None
     try:
         obj = json.loads(raw)
-        pending = Pending(str(obj["key_pem"]), int(obj["for_generation"]))
+        sent = obj.get("sent", True)
+        if not isinstance(sent, bool):
+            raise TypeError("sent")
+        pending = Pending(str(obj["key_pem"]), int(obj["for_generation"]), float(obj.get("started_at", 0.0)), sent)
         pki.load_private_key(pending.key_pem)
         return pending
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         clear_pending(dd)
         return None
 
