@@ -25,6 +25,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -135,6 +136,7 @@ class Cluster:
     only_v1_join: bool = False
     renew_abort: tuple[int, str] | None = None  # (grpc status code, message) for the next GenerateUserCerts
     marker: list[str] = field(default_factory=list)  # what the client recorded before sending (tests set it)
+    delay: float = 0.0  # seconds GenerateUserCerts takes before answering
 
     def record(self, what: str, detail: Any = None) -> None:
         with self.lock:
@@ -330,6 +332,8 @@ class Auth:
         req = pb.UserCertsRequest.FromString(request)
         client = self.client_cert(context)
         c.record("grpc", ("GenerateUserCerts", req, list(c.marker)))
+        if c.delay:
+            time.sleep(c.delay)
         if client is None:
             context.abort(self.grpc.StatusCode.UNAUTHENTICATED, "client certificate required")
         ident = pki.identity_of(client)

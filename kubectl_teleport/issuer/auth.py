@@ -37,8 +37,8 @@ PING = "/proto.AuthService/Ping"
 # what the call was for: decides what a refusal means
 CA, RENEW, KUBE, PING_KIND = "ca", "renew", "kube", "ping"
 
-LOCK_RECOVERY = ("an admin must remove the lock (`tctl get locks`, then `tctl rm lock/NAME`) and issue a new "
-                 "join token (`tctl tokens add --type=bot --bot-name=NAME`); then log in again")
+LOCK_RECOVERY = ("an admin must remove the lock (`tctl get locks`, `tctl rm lock/NAME`) and issue a new join "
+                 "token; then log in again")
 NO_KEY_FOUND = "ssh: no key found"
 
 
@@ -110,7 +110,7 @@ def auth_context(host_ca_pems: list[str], identity_file: Path | None) -> ssl.SSL
 
 def tunnel(proxy_url: str, target: str, timeout: float) -> socket.socket:
     """A socket connected to `target` through an HTTP proxy's CONNECT (http.client does the handshake)."""
-    import http.client
+    from http.client import HTTPConnection
 
     parts = urlsplit(proxy_url if "://" in proxy_url else f"http://{proxy_url}")
     if parts.scheme != "http" or not parts.hostname:
@@ -121,7 +121,7 @@ def tunnel(proxy_url: str, target: str, timeout: float) -> socket.socket:
     if parts.username is not None:
         creds = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         headers["Proxy-Authorization"] = "Basic " + base64.b64encode(creds).decode()
-    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    conn = HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
     conn.set_tunnel(host, port, headers)
     try:
         conn.connect()
@@ -135,8 +135,11 @@ def tunnel(proxy_url: str, target: str, timeout: float) -> socket.socket:
 
 
 def call(route: Route, method: str, request: bytes, *, ctx: ssl.SSLContext, deadline: http.Deadline, action: str,
-         kind: str, before_request: Callable[[], None] | None = None) -> bytes:
-    """One unary call on `route`; the serialized answer, or a typed PluginError (see `map_error`)."""
+         kind: str, before_request: Callable[[], None] | None = None, answer_wait: float = 0.0) -> bytes:
+    """One unary call on `route`; the serialized answer, or a typed PluginError (see `map_error`).
+
+    `deadline` bounds everything until the request has left; `answer_wait` then allows at least that long for
+    the answer (grpc.call)."""
     left = deadline.left()
     if left <= 0:
         raise _tag(Unavailable(f"{action} failed: no time left to reach {route.via}; check that it is reachable "
@@ -148,18 +151,26 @@ def call(route: Route, method: str, request: bytes, *, ctx: ssl.SSLContext, dead
     try:
         return grpc.call(route.host, route.port, method, request, ssl_context=ctx, server_hostname=route.sni,
                          alpn=list(route.alpn), deadline_seconds=deadline.left(), sock=sock,
-                         before_request=before_request)
+                         before_request=before_request, answer_wait=answer_wait)
     except grpc.CallError as err:
         raise map_error(err, action, route, kind) from None
 
 
-def _tag(err: PluginError, *, sent: bool, ambiguous: bool, code: int | None = None) -> PluginError:
+def _tag(err: PluginError, *, sent: bool, ambiguous: bool, code: int | None = None,
+         retryable: bool = False) -> PluginError:
     """Mark what the failure says about the request: `request_sent`, `ambiguous` (the server may have acted on
-    it) and the gRPC status `grpc_code` (None for transport failures)."""
+    it), the gRPC status `grpc_code` (None for transport failures) and `retryable` (time may fix it, so an
+    idempotent call may be repeated)."""
     err.request_sent = sent  # type: ignore[attr-defined]
     err.ambiguous = ambiguous  # type: ignore[attr-defined]
     err.grpc_code = code  # type: ignore[attr-defined]
+    err.retryable = retryable  # type: ignore[attr-defined]
     return err
+
+
+def is_retryable(err: BaseException) -> bool:
+    """True when repeating an idempotent call may succeed (the server busy or away, a connection lost)."""
+    return bool(getattr(err, "retryable", False))
 
 
 def was_ambiguous(err: BaseException) -> bool:
@@ -171,6 +182,7 @@ def was_ambiguous(err: BaseException) -> bool:
 # request left (a transport failure, DEADLINE_EXCEEDED, UNKNOWN, INTERNAL, UNAVAILABLE, ...) may have come after
 # the server committed it.
 _DEFINITE = {3, 5, 6, 7, 8, 9, 11, 12, 16}
+_TRANSIENT = {4, 13, 14}  # DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE: worth repeating an idempotent call
 
 
 def map_error(err: grpc.CallError, action: str, route: Route, kind: str) -> PluginError:
@@ -189,7 +201,8 @@ def map_error(err: grpc.CallError, action: str, route: Route, kind: str) -> Plug
     if isinstance(err, grpc.GrpcError):
         # "ssh: no key found" (UNKNOWN) is a server before v17 failing to parse the request: it did nothing
         definite = err.code in _DEFINITE or (err.code == 2 and NO_KEY_FOUND in err.message)
-        return _tag(_status_error(err, action, route.via, kind), sent=True, ambiguous=not definite, code=err.code)
+        return _tag(_status_error(err, action, route.via, kind), sent=True, ambiguous=not definite, code=err.code,
+                    retryable=err.code in _TRANSIENT)
     assert isinstance(err, grpc.TransportError)
     return _transport_error(err, action, route)
 
@@ -200,7 +213,7 @@ def _status_error(err: grpc.GrpcError, action: str, where: str, kind: str) -> Pl
     if err.code == 7 and ("generation mismatch" in low or "lock" in low):
         reason = ("the identity was renewed from another copy (generation mismatch) and Teleport locked the bot"
                   if "generation" in low else "the bot is locked")
-        return IdentityRejected(f"{action} failed: {reason} ({text}); {LOCK_RECOVERY}")
+        return IdentityRejected(f"{action} failed: {reason} ({_clip(text, 120)}); {LOCK_RECOVERY}")
     if err.code == 16 or (err.code == 7 and kind == RENEW):
         return IdentityRejected(f"{action} failed: {where} refused the bot identity ({text}); log in again with "
                                 "a new join token")
@@ -214,6 +227,10 @@ def _status_error(err: grpc.GrpcError, action: str, where: str, kind: str) -> Pl
         return Unavailable(f"{action} failed: {where} does not implement it ({text}); check that it is a "
                            "Teleport auth service (v15 or later)")
     return Unavailable(f"{action} failed: {where} answered {err.name} ({text}); try again later")
+
+
+def _clip(text: str, size: int) -> str:
+    return text if len(text) <= size else text[: size - 3] + "..."
 
 
 def _transport_error(err: grpc.TransportError, action: str, route: Route) -> PluginError:
@@ -233,8 +250,11 @@ def _transport_error(err: grpc.TransportError, action: str, route: Route) -> Plu
         return _tag(Unavailable(f"{action} failed: {message}; the proxy does not route Teleport's auth ALPN (no "
                                 "TLS routing, or a load balancer in front): pass --auth-server HOST:3025"),
                     sent=False, ambiguous=False)
-    return _tag(Unavailable(f"{action} failed: {message}; check that {where} is reachable and try again"),
-                sent=sent, ambiguous=sent)
+    # a reply that is not gRPC is retried only when it is an HTTP 5xx (a load balancer's); others will not change
+    retryable = not isinstance(err, grpc.ProtocolError) or " status 5" in message
+    return _tag(Unavailable(f"{action} failed: cannot reach {where} or lost the connection ({message}); check "
+                            "that it is running and reachable, and try again"),
+                sent=sent, ambiguous=sent, retryable=retryable)
 
 
 def is_no_key_found(err: BaseException) -> bool:

@@ -161,6 +161,7 @@ def call(
     max_response: int = 1 << 20,
     sock: socket.socket | None = None,
     before_request: Callable[[], None] | None = None,
+    answer_wait: float = 0.0,
 ) -> bytes:
     """Make one unary gRPC call and return the serialized response message.
 
@@ -171,6 +172,8 @@ def call(
     closes the socket either way. `before_request` runs once the connection is up (TLS verified, `h2`
     negotiated) and before any byte of the request is sent: a caller whose request changes server state can
     record there that it is about to leave (an exception from it aborts the call, nothing sent).
+    `answer_wait`: once the whole request has been sent, wait at least this many seconds more for the answer,
+    whatever is left of the deadline (for a call whose lost answer costs more than a late one).
 
     Raises `GrpcError` for a non-OK status, `TransportError` (or its subclasses `TLSVerifyError`,
     `ProtocolError`, `DeadlineExceeded`) when the call did not complete.
@@ -212,7 +215,7 @@ def call(
         if before_request is not None:
             before_request()
         try:
-            return _exchange(wire, method, request, server_hostname, max_response)
+            return _exchange(wire, method, request, server_hostname, max_response, answer_wait)
         except CallError:
             raise
         except Exception as exc:
@@ -233,6 +236,13 @@ class _Wire:
         self.where = where
         self.sock: ssl.SSLSocket | None = None
         self.request_sent = False
+
+    def extend(self, seconds: float) -> None:
+        """Allow at least `seconds` from now (never shortens the deadline)."""
+        new = time.monotonic() + seconds
+        if new > self.deadline:
+            self.seconds += new - self.deadline
+            self.deadline = new
 
     def remaining(self) -> float:
         left = self.deadline - time.monotonic()
@@ -280,7 +290,8 @@ class _Wire:
         return exc
 
 
-def _exchange(wire: _Wire, method: str, request: bytes, authority: str, max_response: int) -> bytes:
+def _exchange(wire: _Wire, method: str, request: bytes, authority: str, max_response: int,
+              answer_wait: float = 0.0) -> bytes:
     """Run the HTTP/2 side of the call on `wire`: preface, request stream, response, status."""
     from h2.config import H2Configuration
     from h2.connection import H2Connection
@@ -297,7 +308,7 @@ def _exchange(wire: _Wire, method: str, request: bytes, authority: str, max_resp
         (b":authority", authority.encode()),
         (b"content-type", b"application/grpc"),
         (b"te", b"trailers"),
-        (b"grpc-timeout", grpc_timeout(wire.remaining()).encode()),
+        (b"grpc-timeout", grpc_timeout(max(wire.remaining(), answer_wait)).encode()),
         (b"user-agent", _USER_AGENT.encode()),
     ])
     wire.send(conn.data_to_send())
@@ -306,6 +317,9 @@ def _exchange(wire: _Wire, method: str, request: bytes, authority: str, max_resp
     while not reply.ended:
         pending = _send_body(conn, stream_id, pending, wire)
         wire.send(conn.data_to_send())
+        if not pending and answer_wait:
+            wire.extend(answer_wait)
+            answer_wait = 0.0
         for event in conn.receive_data(wire.recv()):
             reply.handle(event, conn)
         wire.send(conn.data_to_send())  # settings and ping acks, window updates

@@ -18,23 +18,38 @@ same key goes as fields 22 (`ssh_public_key`) and 23 (`tls_public_key`, PEM). A 
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from .. import pki
 from ..errors import PluginError, TrustError, Unavailable
 from ..proto import teleport_auth_pb2 as pb
-from . import auth, http, webapi
+from . import auth, grpc, http
 from . import certs as certs_mod
 from .auth import Route
 from .certs import Certs
-from .webapi import Discovery
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .webapi import Discovery  # webapi (and httpx) only for discovery and the join
 
 KEY_FIELDS_LEGACY = "public_key"  # field 1: servers before v17
 KEY_FIELDS_SPLIT = "ssh_tls"  # fields 22 + 23: v17 and later
 MAX_TTL = 24 * 3600  # Teleport caps renewable and impersonated certificates at 24 h
+# Once a renewal request has left, its answer is awaited at least this long, whatever the caller's budget: a
+# lost answer leaves the renewal ambiguous (the server may have committed it), which costs far more than seconds.
+RENEW_ANSWER_WAIT = 10.0
+
+
+def version_major(version: str) -> int | None:
+    """The major number of a Teleport version (`17.4.2`, `v16.0.0-dev.1` → 17, 16); None when unparseable."""
+    head = version.strip().lstrip("vV").split(".", 1)[0]
+    return int(head) if head.isdigit() and len(head) <= 4 else None
 
 
 def key_fields_for(major: int | None) -> str:
@@ -79,23 +94,45 @@ class AuthTarget:
 
 
 def generate_user_certs(target: AuthTarget, build: Callable[[str], pb.UserCertsRequest], *, deadline: http.Deadline,
-                        action: str, kind: str, before_request: Callable[[], None] | None = None) -> Certs:
+                        action: str, kind: str, before_request: Callable[[], None] | None = None,
+                        answer_wait: float = 0.0) -> Certs:
     """One `GenerateUserCerts` (and one retry with field 1 after "ssh: no key found", which the server refused
     before doing anything). `target.key_fields` records the fields that worked."""
     ctx = auth.auth_context(target.host_ca_pems, target.identity_file)
     fields = target.fields()
     try:
         raw = auth.call(target.route, auth.GENERATE_USER_CERTS, build(fields).SerializeToString(), ctx=ctx,
-                        deadline=deadline, action=action, kind=kind, before_request=before_request)
+                        deadline=deadline, action=action, kind=kind, before_request=before_request,
+                        answer_wait=answer_wait)
     except PluginError as err:
         if fields == KEY_FIELDS_LEGACY or not auth.is_no_key_found(err):
             raise
         fields = KEY_FIELDS_LEGACY
         ctx = auth.auth_context(target.host_ca_pems, target.identity_file)
         raw = auth.call(target.route, auth.GENERATE_USER_CERTS, build(fields).SerializeToString(), ctx=ctx,
-                        deadline=deadline, action=action, kind=kind, before_request=before_request)
+                        deadline=deadline, action=action, kind=kind, before_request=before_request,
+                        answer_wait=answer_wait)
     target.key_fields = fields
     return _certs(raw, action)
+
+
+MAX_ATTEMPTS = 4
+T = TypeVar("T")
+
+
+def with_retries(once: Callable[[], T], deadline: http.Deadline) -> T:
+    """Run an idempotent call; repeat it after a transient failure (`auth.is_retryable`), at most 4 attempts
+    with a jittered backoff of 0.2·2ⁿ s (cap 2 s), all inside the deadline. Never for a renewal."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return once()
+        except PluginError as err:
+            pause = min(2.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)  # noqa: S311
+            if not auth.is_retryable(err) or attempt >= MAX_ATTEMPTS or deadline.left() <= pause + 0.5:
+                raise
+            time.sleep(pause)
 
 
 def _certs(raw: bytes, action: str) -> Certs:
@@ -113,15 +150,20 @@ def _expect_key(certs: Certs, key: pki.PrivateKey, action: str) -> Certs:
 
 
 def renew_identity(target: AuthTarget, *, username: str, key: pki.PrivateKey, expires: datetime,
-                   deadline: http.Deadline, before_request: Callable[[], None] | None = None) -> Certs:
-    """The bot's next identity (the server bumps the generation): `{username, expires}` + the key."""
+                   deadline: http.Deadline, before_request: Callable[[], None] | None = None,
+                   answer_wait: float | None = None) -> Certs:
+    """The bot's next identity (the server bumps the generation): `{username, expires}` + the key.
+
+    `deadline` bounds connecting and sending; once sent, the answer gets at least `answer_wait` seconds
+    (default RENEW_ANSWER_WAIT)."""
     action = "renewing the bot identity"
 
     def build(fields: str) -> pb.UserCertsRequest:
         return user_certs_request(username=username, expires=expires, key=key, key_fields=fields)
 
     certs = generate_user_certs(target, build, deadline=deadline, action=action, kind=auth.RENEW,
-                                before_request=before_request)
+                                before_request=before_request,
+                                answer_wait=RENEW_ANSWER_WAIT if answer_wait is None else answer_wait)
     return _expect_key(certs, key, action)
 
 
@@ -136,7 +178,8 @@ def kube_certificate(target: AuthTarget, *, username: str, key: pki.PrivateKey, 
         return user_certs_request(username=username, expires=expires, key=key, key_fields=fields, roles=roles,
                                   route_to_cluster=cluster_name, kubernetes_cluster=kube_cluster)
 
-    certs = generate_user_certs(target, build, deadline=deadline, action=action, kind=auth.KUBE)
+    certs = with_retries(lambda: generate_user_certs(target, build, deadline=deadline, action=action,
+                                                     kind=auth.KUBE), deadline)
     return _expect_key(certs, key, action)
 
 
@@ -153,8 +196,9 @@ def get_cluster_ca(route: Route, ctx: object, deadline: http.Deadline) -> list[s
     from google.protobuf import empty_pb2
 
     action = f"fetching the cluster CA from {route.via}"
-    raw = auth.call(route, auth.GET_CLUSTER_CA_CERT, empty_pb2.Empty().SerializeToString(),
-                    ctx=ctx, deadline=deadline, action=action, kind=auth.CA)  # type: ignore[arg-type]
+    raw = with_retries(lambda: auth.call(route, auth.GET_CLUSTER_CA_CERT, empty_pb2.Empty().SerializeToString(),
+                                         ctx=ctx, deadline=deadline, action=action, kind=auth.CA),  # type: ignore[arg-type]
+                       deadline)
     try:
         msg = pb.GetClusterCACertResponse.FromString(raw)
     except Exception:
@@ -188,6 +232,59 @@ def _same_cert(a: str, b: str) -> bool:
     return pki.load_cert(a) == pki.load_cert(b)  # compares the DER encodings
 
 
+# --- where kubectl goes ----------------------------------------------------------------------------------------
+
+KUBE_SNI_PREFIX = "kube-teleport-proxy-alpn."
+DEFAULT_KUBE_PORT = 3026
+
+
+def kube_endpoint(proxy: str, found: Discovery) -> tuple[str, str]:
+    """(server URL, tls-server-name) of the Teleport Kubernetes proxy, as tbot writes them.
+
+    With TLS routing: the proxy's own address, and the SNI `kube-teleport-proxy-alpn.<host>` that routes to the
+    Kubernetes service (`kube-teleport-proxy-alpn.teleport.cluster.local` when the host is an IP or localhost).
+    Without: the proxy's Kubernetes public address, or the web host with the Kubernetes listener's port."""
+    host, port = auth.split_host_port(proxy)
+    if found.tls_routing:
+        if not host or host == "localhost" or _is_ip(host):
+            sni = KUBE_SNI_PREFIX + grpc.TELEPORT_API_DOMAIN
+        else:
+            sni = KUBE_SNI_PREFIX + host
+        return f"https://{auth.join_host_port(host, port)}", sni
+    if found.kube_public_addr:
+        return f"https://{_with_port(found.kube_public_addr, DEFAULT_KUBE_PORT)}", ""
+    web_host = host
+    for addr in (found.web_public_addr, found.ssh_public_addr):
+        if addr:
+            web_host = addr.rpartition(":")[0].strip("[]") if ":" in addr else addr
+            break
+    kube_port = DEFAULT_KUBE_PORT
+    if found.kube_listen_addr:
+        try:
+            kube_port = auth.split_host_port(found.kube_listen_addr)[1]
+        except ValueError:
+            pass
+    return f"https://{auth.join_host_port(web_host, kube_port)}", ""
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _with_port(addr: str, default: int) -> str:
+    try:
+        host, port = auth.split_host_port(addr)
+    except ValueError:
+        return auth.join_host_port(addr.strip("[]"), default)
+    return auth.join_host_port(host, port)
+
+
 # --- the join ------------------------------------------------------------------------------------------------
 
 
@@ -204,6 +301,8 @@ class Joined:
 
 
 def discover(proxy: str, *, insecure: bool, deadline: http.Deadline) -> Discovery:
+    from . import webapi
+
     with webapi.WebClient(proxy, insecure=insecure, deadline=deadline) as web:
         return web.find()
 
@@ -218,6 +317,8 @@ def join_bot(proxy: str, token: str, *, pins: Sequence[str] = (), auth_server: s
     them; without, it must be among the CAs the join returns (over the web TLS verified against the system
     trust store). Either way the auth route is known to work before the token is spent.
     `before_token(discovery)` runs after that and before the token leaves: the caller's last chance to refuse."""
+    from . import webapi
+
     with webapi.WebClient(proxy, insecure=insecure, deadline=deadline) as web:
         found = web.find()
         route = auth.route_for(proxy, found.cluster_name, auth_server)
@@ -227,7 +328,9 @@ def join_bot(proxy: str, token: str, *, pins: Sequence[str] = (), auth_server: s
         if before_token is not None:
             before_token(found)
         key = pki.key_for_suite(found.suite)
-        expires = now() + timedelta(seconds=min(ttl_seconds, MAX_TTL))
+        # `expires` is absolute: ask for it on the server's clock, so a clock difference does not change the
+        # lifetime granted (the Date header's second of resolution is all the precision needed)
+        expires = now() + timedelta(seconds=found.clock_offset + min(ttl_seconds, MAX_TTL))
         certs = web.host_credentials(webapi.join_body(token, key, expires), found.cluster_name)
     action = f"joining {found.cluster_name}"
     _expect_key(certs, key, action)

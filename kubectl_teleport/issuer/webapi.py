@@ -16,7 +16,7 @@ import json
 import random
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,6 +27,7 @@ from ..errors import IdentityRejected, PluginError, TrustError, Unavailable
 from . import certs as certs_mod
 from . import http
 from .certs import Certs
+from .teleport import version_major
 
 FIND_PATH = "/webapi/find"
 JOIN_PATHS = ("/webapi/host/credentials", "/v1/webapi/host/credentials")
@@ -49,16 +50,11 @@ class Discovery:
     kube_public_addr: str = ""
     kube_listen_addr: str = ""
     min_client_version: str = ""
+    clock_offset: float = 0.0  # the proxy's clock minus ours, from its `Date` header (0 when it sent none)
 
     @property
     def server_major(self) -> int | None:
         return version_major(self.server_version)
-
-
-def version_major(version: str) -> int | None:
-    """The major number of a Teleport version (`17.4.2`, `v16.0.0-dev.1` → 17, 16); None when unparseable."""
-    head = version.strip().lstrip("vV").split(".", 1)[0]
-    return int(head) if head.isdigit() and len(head) <= 4 else None
 
 
 def suite_name(value: Any) -> str:
@@ -114,6 +110,7 @@ class WebClient:
         self.proxy = proxy
         self.insecure = insecure
         self.deadline = deadline or http.Deadline()
+        self._last_offset = 0.0
         self._http = httpx.Client(base_url=f"https://{proxy}", verify=web_context(insecure),
                                   headers={"User-Agent": http.USER_AGENT}, proxy=http.http_proxy_for(proxy),
                                   trust_env=False)
@@ -134,6 +131,7 @@ class WebClient:
             attempt += 1
             try:
                 status, obj = self._request(action, "GET", FIND_PATH, None)
+                offset = self._last_offset
                 if status >= 500:
                     raise _Retry(Unavailable(f"{action} failed: HTTP {status} ({error_message(obj, status)}); "
                                              "try again later"))
@@ -146,7 +144,7 @@ class WebClient:
         if status != 200 or not isinstance(obj, dict):
             raise Unavailable(f"{action} failed: HTTP {status} from {FIND_PATH}; check that --proxy names a "
                               "Teleport proxy's web address (HOST:PORT, usually port 443)")
-        return parse_find(self.proxy, obj)
+        return replace(parse_find(self.proxy, obj), clock_offset=offset)
 
     # the join ---------------------------------------------------------------------------------------------------
 
@@ -184,6 +182,7 @@ class WebClient:
                                                              timeout=httpx.Timeout(left)) as resp:
                 raw = http.read_capped(resp, action, self.deadline)
                 status = resp.status_code
+                self._last_offset = _offset(resp.headers.get("date"))
         except http.DeadlineHit:
             raise Unavailable(f"{action} failed: {self.proxy} did not answer in time{maybe_used}") from None
         except httpx.TimeoutException as exc:
@@ -211,6 +210,20 @@ class WebClient:
             maybe_used = ""
         return _Retry(Unavailable(f"{action} failed: cannot reach {self.proxy} ({http.short_error(exc)}); "
                                   f"check that the proxy is running and reachable{maybe_used}"))
+
+
+def _offset(date: str | None) -> float:
+    """The server's clock minus ours, from an HTTP `Date` header (whole seconds; 0 without a usable one)."""
+    import email.utils
+
+    from .. import clock
+
+    if not date:
+        return 0.0
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp() - clock.now()
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _dict(obj: Any, key: str) -> dict[str, Any]:

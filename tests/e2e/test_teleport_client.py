@@ -329,3 +329,24 @@ def test_webapi_join_body_is_go_json(tp: fakes.Teleport) -> None:
     body = webapi.join_body("t", key, datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC))
     assert body["expires"] == "2030-01-02T03:04:05Z"
     assert tp.cluster.join(dict(body, token="unknown"))[0] == 403  # the fake parses what we send
+
+
+def test_a_renewal_answer_is_awaited_beyond_the_budget(tp: fakes.Teleport, tmp_path: Path) -> None:
+    """The budget bounds connecting and sending; once the renewal left, its answer gets `answer_wait`."""
+    result, ident = joined(tp, tmp_path)
+    target = target_of(tp, result, ident)
+    tp.cluster.delay = 1.0
+    key = pki.key_for_suite("balanced-v1")
+    expires = datetime.datetime.now(UTC) + datetime.timedelta(hours=1)
+    with pytest.raises(errors.Unavailable) as exc:  # no extra wait: the answer is lost, the renewal in doubt
+        teleport.renew_identity(target, username="bot-robot", key=key, expires=expires, deadline=http.Deadline(0.5),
+                                answer_wait=0)
+    assert auth.was_ambiguous(exc.value) and exc.value.request_sent
+    time.sleep(tp.cluster.delay)  # (the server did commit it: a replay would now lock; so join afresh)
+    result, ident = joined(tp, tmp_path)
+    target = target_of(tp, result, ident)
+    started = time.monotonic()
+    certs = teleport.renew_identity(target, username="bot-robot", key=key, expires=expires,
+                                    deadline=http.Deadline(0.5), answer_wait=5)
+    assert 0.9 < time.monotonic() - started < 5
+    assert pki.public_keys_equal(pki.load_cert(certs.tls).public_key(), key)

@@ -150,7 +150,7 @@ def test_parse_find_needs_a_cluster_name() -> None:
 @pytest.mark.parametrize(("version", "major"), [("17.4.2", 17), ("v16.0.0-dev.1", 16), ("18", 18), ("", None),
                                                  ("dev", None), ("123456.1", None)])
 def test_version_major(version: str, major: int | None) -> None:
-    assert webapi.version_major(version) == major
+    assert teleport.version_major(version) == major
 
 
 # --- join errors ---------------------------------------------------------------------------------------------
@@ -296,3 +296,92 @@ def test_transport_table(monkeypatch: pytest.MonkeyPatch) -> None:
         late = auth.map_error(grpc.DeadlineExceeded("took too long", request_sent=sent), "r", ROUTE, auth.RENEW)
         for err in (lost, late):
             assert isinstance(err, errors.Unavailable) and auth.was_ambiguous(err) is sent
+
+
+def test_tunnel_to_an_unreachable_proxy_is_one_line() -> None:
+    with pytest.raises(errors.Unavailable, match=r"cannot reach .* through the HTTP proxy"):
+        auth.tunnel("http://127.0.0.1:9", "tele.example.com:443", 2.0)
+
+
+@pytest.mark.parametrize(("proxy", "routing", "kube", "expected"), [
+    ("tele.example.com:443", True, {}, ("https://tele.example.com:443", "kube-teleport-proxy-alpn.tele.example.com")),
+    ("127.0.0.1:3080", True, {}, ("https://127.0.0.1:3080", "kube-teleport-proxy-alpn.teleport.cluster.local")),
+    ("localhost:3080", True, {}, ("https://localhost:3080", "kube-teleport-proxy-alpn.teleport.cluster.local")),
+    ("[::1]:443", True, {}, ("https://[::1]:443", "kube-teleport-proxy-alpn.teleport.cluster.local")),
+    ("tele.example.com:3080", False, {"kube_public_addr": "kube.example.com:3026"},
+     ("https://kube.example.com:3026", "")),
+    ("tele.example.com:3080", False, {"kube_public_addr": "kube.example.com"}, ("https://kube.example.com:3026", "")),
+    ("tele.example.com:3080", False, {"web_public_addr": "web.example.com:443", "kube_listen_addr": "0.0.0.0:3027"},
+     ("https://web.example.com:3027", "")),
+    ("tele.example.com:3080", False, {}, ("https://tele.example.com:3026", "")),
+])
+def test_kube_endpoint(proxy: str, routing: bool, kube: dict, expected: tuple[str, str]) -> None:
+    found = webapi.Discovery(proxy=proxy, cluster_name=CLUSTER, server_version="17.1.0", tls_routing=routing,
+                             suite="", **kube)
+    assert teleport.kube_endpoint(proxy, found) == expected
+
+
+def test_date_header_gives_the_clock_offset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubectl_teleport import clock
+
+    monkeypatch.setattr(clock, "now", lambda: 1_800_000_000.0)
+    assert webapi._offset("Fri, 15 Jan 2027 08:10:00 GMT") == 1_800_000_000 - 1_800_000_000 + (
+        datetime.datetime(2027, 1, 15, 8, 10, tzinfo=UTC).timestamp() - 1_800_000_000)
+    assert webapi._offset(None) == webapi._offset("not a date") == 0.0
+
+
+# --- what login stores -------------------------------------------------------------------------------------------
+
+
+def test_config_keeps_the_teleport_fields_and_reads_configs_without_them() -> None:
+    from kubectl_teleport.config import Config
+
+    cfg = Config(proxy="tele.example.com:443", cluster_name=CLUSTER, bot="robot", ca_pems=["host"],
+                 auth_server="auth:3025", tls_routing=False, server_version="16.4.0", suite="", roles=["a", "b"],
+                 tls_ca_pems=["user", "host"], ssh_ca_certs=["ssh-ca\n"])
+    assert Config.from_json(cfg.to_json()) == cfg
+    old = Config.from_json(b'{"proxy":"p:1","cluster_name":"c","bot":"b","ca_pems":["x"],"version":1}')
+    assert (old.roles, old.auth_server, old.tls_routing, old.suite) == ([], "", True, "")
+    for bad in (b'{"proxy":"p","cluster_name":"c","bot":"b","ca_pems":[],"roles":"a"}',
+                b'{"proxy":"p","cluster_name":"c","bot":"b","ca_pems":[],"tls_routing":"yes"}'):
+        with pytest.raises(ValueError):
+            Config.from_json(bad)
+
+
+def test_identity_file_keeps_the_ssh_certificate_and_loads_with_openssl(tmp_path: Path) -> None:
+    from kubectl_teleport.store import identity
+    from kubectl_teleport.store.datadir import DataDir
+    from tests.teleport_fakes import Cluster, Pki
+
+    c = Cluster(Pki.create(tmp_path / "pki"))
+    key = pki.key_for_suite("legacy")
+    cert = c.issue(key.public_key(), expires=datetime.datetime.now(UTC) + datetime.timedelta(hours=1), generation=1,
+                   roles=["bot-robot"])
+    dd = DataDir(tmp_path / "bot")
+    dd.create()
+    line = "ssh-rsa-cert-v01@openssh.com AAAAB3NzaC1yc2EtY2VydC12MDFAb3BlbnNzaC5jb20AAAAg\n"
+    saved = identity.save(dd, cert, pki.private_key_pem(key), ssh_cert=line)
+    loaded = identity.load(dd)
+    assert loaded.ssh_cert == saved.ssh_cert == line and loaded.bot == "robot" and loaded.generation == 1
+    assert loaded.bot_instance_id == c.instance_id and loaded.username == "bot-robot"
+    text = dd.identity_path.read_text()
+    assert text.startswith("received-at: ") and "ssh-cert: ssh-rsa-cert-v01@openssh.com " in text
+    ssl.create_default_context().load_cert_chain(str(dd.identity_path))  # the file is the client certificate
+    assert identity.save(dd, cert, pki.private_key_pem(key), ssh_cert="bad\nline").ssh_cert == ""
+
+
+def test_renewal_record_reads_older_records_as_sent(tmp_path: Path) -> None:
+    import json
+
+    from kubectl_teleport.store import identity
+    from kubectl_teleport.store.datadir import PENDING, DataDir
+
+    dd = DataDir(tmp_path / "bot")
+    dd.create()
+    key = pki.private_key_pem(pki.generate_key())
+    dd.write(PENDING, json.dumps({"key_pem": key, "for_generation": 3}).encode())
+    assert identity.load_pending(dd) == identity.Pending(key, 3, 0.0, sent=True)
+    identity.save_pending(dd, identity.Pending(key, 4, 12.5, sent=False))
+    assert identity.load_pending(dd) == identity.Pending(key, 4, 12.5, sent=False)
+    dd.write(PENDING, json.dumps({"key_pem": key, "for_generation": 3, "sent": "yes"}).encode())
+    assert identity.load_pending(dd) is None and not dd.pending_path.exists()
