@@ -105,10 +105,12 @@ def setup(tmp: Path, dc: DevCluster, spawner: Spawner, kubectl: Path) -> tuple[c
         sys.exit(f"bench: {plugin_bin} not found; run ./install.sh --dev --prefix .dev and use its python")
     bot = dc.add_bot()
     data_dir, kubeconfig_path = tmp / "data", tmp / "kubeconfig.yaml"
-    proc = subprocess.run([str(plugin_bin), "login", "--proxy", bot["proxy"], "--token", bot["token"],
-                           "--ca-pin", bot["ca_pins"][0], "--kube-cluster", KUBE_CLUSTER,
-                           "--data-dir", str(data_dir), "--kubeconfig", str(kubeconfig_path)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run([str(plugin_bin), "login", "--proxy", bot["teleport_proxy"], "--token", bot["token"],
+                           "--ca-pin", bot["ca_pins"][0], *(f"--role={r}" for r in bot["roles"]),
+                           "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data_dir),
+                           "--kubeconfig", str(kubeconfig_path)],
+                          capture_output=True, text=True, check=False,
+                          env={**os.environ, "SSL_CERT_FILE": dc.web_ca_file})
     if proc.returncode != 0:
         sys.exit(f"bench: login failed ({proc.returncode}): {proc.stderr.strip()}")
     kubeconfig = yaml.safe_load(kubeconfig_path.read_text())

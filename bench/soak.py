@@ -1,16 +1,22 @@
 """Crash soak: SIGKILL `credentials` and `login` at random moments during renewal and check what is left.
 
 Each trial makes the cached Kubernetes certificate due and shifts the plugin's clock (kubectl_teleport.clock)
-into the bot identity's renewal window, so every run renews the identity (pending key, POST /v1/bots/renew,
-commit) and then issues a Kubernetes certificate. The run is SIGKILLed after a random delay spread over the
-measured duration of an uninterrupted renewal (some runs finish first). After each trial:
+into the bot identity's renewal window, so every run renews the identity (renewal record, GenerateUserCerts
+through the devcluster's Teleport proxy, commit) and then issues a Kubernetes certificate. The run is SIGKILLed
+after a random delay spread over the measured duration of an uninterrupted renewal (some runs finish first).
+After each trial:
 
 - the cache file and identity.pem parse, and each key matches its certificate (old or new, never mixed);
 - config.json parses;
-- the next ordinary `credentials` call (real clock, the installed plugin) succeeds and serves a matching pair,
-  finishing an interrupted renewal with the pending key if one is left (the server's idempotent retry);
-- the bot is never locked (`locks ls`; `bots ls` still lists it), checked every `--check-locks-every` trials
-  and at the end.
+- the next ordinary `credentials` call (real clock, the installed plugin) succeeds and serves a matching pair;
+- a renewal record left before the request was sent is dropped by that call (nothing to be unsure about);
+- a record left *after* it was sent is a renewal in doubt: Teleport may have committed it, and has no idempotent
+  retry. The next call keeps the identity (and still issues certificates from it). The soak then settles it as
+  the plugin would near the identity's expiry: one more call with the clock past `renewal.retry_at`. If the kill
+  landed between the server's answer and the save, that retry meets Teleport's lock (counted, then undone with
+  `locks rm` and a new token, and the soak logs in again); otherwise it renews;
+- the bot is never locked otherwise (`locks ls`; `bots ls` still lists it), checked every `--check-locks-every`
+  trials and at the end.
 
     .dev/venv/bin/python -m bench.soak --trials 200 --seed 1      (from the repository root)
 
@@ -35,6 +41,7 @@ from pathlib import Path
 
 from harness.devcluster import start_devcluster
 from kubectl_teleport import cache, pki
+from kubectl_teleport.issuer import renewal
 from kubectl_teleport.store import identity
 from kubectl_teleport.store.datadir import DataDir
 
@@ -110,6 +117,38 @@ def next_call(data: Path) -> None:
         raise SoakFailure("next call served a key that does not match its certificate")
 
 
+def login(dc, bot: dict, data: Path) -> None:
+    """Log in through the devcluster's Teleport proxy with the bot's token (its web CA trusted)."""
+    out = subprocess.run([str(VENV_BIN / "kubectl-teleport"), "login", "--proxy", bot["teleport_proxy"], "--token",
+                          bot["token"], "--ca-pin", bot["ca_pins"][0], *(f"--role={r}" for r in bot["roles"]),
+                          "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data)], capture_output=True, text=True,
+                         env={**os.environ, "SSL_CERT_FILE": dc.web_ca_file}, check=False)
+    if out.returncode != 0:
+        raise SoakFailure(f"login failed: {out.stderr}")
+
+
+def in_doubt(data: Path) -> str:
+    """The renewal record left behind: "" (none), "unsent" or "sent"."""
+    pending = identity.load_pending(DataDir(data)) if (data / "identity.pending.json").exists() else None
+    return "" if pending is None else "sent" if pending.sent else "unsent"
+
+
+def settle(dc, bot: dict, data: Path) -> str:
+    """Retry a renewal in doubt as the plugin does near expiry; "renewed" or "locked" (then unlocked, re-joined)."""
+    ident = identity.load(DataDir(data))
+    make_due(data)
+    offset = renewal.retry_at(ident) - time.time() + 5
+    run = subprocess.run(command("credentials", data, offset), capture_output=True, text=True,
+                         env={**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO}, check=False)
+    if run.returncode == 0 and identity.load(DataDir(data)).generation == ident.generation + 1:
+        return "renewed"
+    if "lock" not in run.stderr:
+        raise SoakFailure(f"the retry of a renewal in doubt neither renewed nor met the lock: {run.stderr.strip()}")
+    dc.admin("locks", "rm", bot["bot"])
+    login(dc, dc.add_bot(bot["bot"], roles=",".join(bot["roles"])), data)
+    return "locked"
+
+
 def check_not_locked(dc, bot: str) -> None:
     locks = dc.admin("locks", "ls", "--format", "json").stdout
     if bot in locks:
@@ -126,11 +165,7 @@ def soak(trials: int, seed: int, base: Path, *, check_locks_every: int = 1,
     try:
         bot = dc.add_bot()
         data = base / "bot"
-        out = subprocess.run([str(VENV_BIN / "kubectl-teleport"), "login", "--proxy", bot["proxy"], "--token",
-                              bot["token"], "--ca-pin", bot["ca_pins"][0], "--kube-cluster", KUBE_CLUSTER,
-                              "--data-dir", str(data)], capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            raise SoakFailure(f"login failed: {out.stderr}")
+        login(dc, bot, data)
         # measure an uninterrupted renewal of each kind
         durations: dict[str, float] = {}
         for kind in ("credentials", "login"):
@@ -145,9 +180,10 @@ def soak(trials: int, seed: int, base: Path, *, check_locks_every: int = 1,
                     raise SoakFailure(f"uninterrupted {kind} failed: {run.stderr}")
             durations[kind] = statistics.median(samples)
         outcomes: Counter[str] = Counter()
-        gen_start = identity.load(DataDir(data)).generation
+        renewals = 0
         for i in range(trials):
             kind = rng.choice(("credentials", "login"))
+            before = identity.load(DataDir(data)).generation
             make_due(data)
             delay = rng.uniform(0.0, durations[kind] * 1.3)
             proc = subprocess.Popen(command(kind, data, clock_offset(data)), stdout=subprocess.DEVNULL,
@@ -161,23 +197,29 @@ def soak(trials: int, seed: int, base: Path, *, check_locks_every: int = 1,
             outcomes[f"{kind} {'killed' if killed else 'finished' if rc == 0 else f'exit {rc}'}"] += 1
             if not killed and rc != 0:
                 raise SoakFailure(f"trial {i}: {kind} exited {rc} without being killed")
-            pending = (data / "identity.pending.json").exists()
-            if pending:
-                outcomes["pending key left (recovered by the next call)"] += 1
+            left = in_doubt(data)
             check_state(data)
             next_call(data)
-            if pending and (data / "identity.pending.json").exists():
-                raise SoakFailure(f"trial {i}: the next call did not finish the interrupted renewal")
+            renewals += identity.load(DataDir(data)).generation != before
+            if left == "unsent":
+                outcomes["record left before the request was sent (dropped by the next call)"] += 1
+                if (data / "identity.pending.json").exists():
+                    raise SoakFailure(f"trial {i}: the next call kept a record of a renewal that was never sent")
+            elif left == "sent":
+                if identity.load(DataDir(data)).generation != before:
+                    raise SoakFailure(f"trial {i}: a renewal in doubt was retried at once")
+                outcomes[f"renewal in doubt, its retry near expiry {settle(dc, bot, data)}"] += 1
             if check_locks_every and (i + 1) % check_locks_every == 0:
                 check_not_locked(dc, bot["bot"])
         check_not_locked(dc, bot["bot"])
         stats = dc.stats()
+        locks = outcomes.get("renewal in doubt, its retry near expiry locked", 0)
         figures = {"trials": trials, "seed": seed, "outcomes": dict(sorted(outcomes.items())),
                    "renewal_seconds": {k: round(v, 3) for k, v in durations.items()},
-                   "identity_generations": identity.load(DataDir(data)).generation - gen_start,
+                   "trials_that_renewed_the_identity": renewals,
                    "server_identity_renewals": stats.get("identity_renewals"),
-                   "server_idempotent_retries": stats.get("idempotent_retries"),
-                   "bot_locked": False}
+                   "locks_from_a_kill_between_answer_and_save": locks,
+                   "lock_rate": round(locks / trials, 4), "other_locks": 0}
         log(json.dumps(figures, indent=2))
         return figures
     finally:

@@ -29,14 +29,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    login = sub.add_parser("login", help="join a cluster with a one-time token and write a kubeconfig")
-    login.add_argument("--proxy", help="the cluster's auth proxy, HOST:PORT")
-    login.add_argument("--token", help="one-time join token (or set $KUBECTL_TELEPORT_TOKEN)")
+    login = sub.add_parser("login", help="join a Teleport cluster with a bot's one-time token and write a kubeconfig")
+    login.add_argument("--proxy", help="the Teleport proxy's web address, HOST:PORT (e.g. teleport.example.com:443)")
+    login.add_argument("--token", help="the bot's one-time join token (or set $KUBECTL_TELEPORT_TOKEN)")
     login.add_argument("--ca-pin", action="append", default=[], metavar="sha256:HEX",
-                       help="pin of the cluster CA; repeat during a CA rotation")
+                       help="pin of the cluster's host CA, checked before the token is sent; repeat during a CA "
+                            "rotation")
+    login.add_argument("--role", action="append", default=[], metavar="NAME",
+                       help="a role the bot may impersonate, for the Kubernetes certificates; repeat for several "
+                            "(required with --token)")
     login.add_argument("--kube-cluster", action="append", default=[], metavar="NAME",
                        help="Kubernetes cluster to set up; repeat for several")
-    login.add_argument("--kube-user", help="Kubernetes user, when the bot's roles grant several")
+    login.add_argument("--auth-server", metavar="HOST:PORT",
+                       help="reach the auth service at its own address (usually port 3025) instead of through the "
+                            "proxy's TLS routing")
+    login.add_argument("--insecure", action="store_true",
+                       help="do not verify the proxy's web certificate (labs only: prints a warning)")
     login.add_argument("--data-dir", help="identity directory (default: per proxy in the user data dir)")
     where = login.add_mutually_exclusive_group()
     where.add_argument("--kubeconfig", metavar="PATH", help="write the kubeconfig entries to PATH")
@@ -71,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     kube = sub.add_parser("kube", help="Kubernetes clusters of the identity")
     kube_sub = kube.add_subparsers(dest="kube_command", metavar="SUBCOMMAND", parser_class=_Parser)
-    kube_ls = kube_sub.add_parser("ls", help="list the Kubernetes clusters the bot may use")
+    kube_ls = kube_sub.add_parser("ls", help="list the Kubernetes clusters set up, with their roles, users and groups")
     kube_ls.add_argument("--data-dir")
     kube_ls.add_argument("-o", "--output", choices=["text", "json"], default="text")
 

@@ -14,6 +14,7 @@ from kubectl_teleport import cache, launcher
 from tests.conftest import bin_path
 
 KUBE_CLUSTER = "example-k8s-cluster"
+ROLE = "machine-id-kube-role"  # the role `bots add` gives by default (the seeded demo world's)
 EXEC_INFO_V1 = ('{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1",'
                 '"spec":{"interactive":false}}')
 
@@ -29,11 +30,23 @@ def plugin(*args: str, env: dict | None = None, timeout: float = 60) -> subproce
                           env={**os.environ, **(env or {})}, timeout=timeout, check=False)
 
 
-def login(devcluster, data_dir: Path, *extra: str, bot: dict | None = None) -> subprocess.CompletedProcess:
-    """Add a bot and log in with its token; asserts success."""
+def join_args(bot: dict, *, pin: bool = True) -> list[str]:
+    """The Teleport login flags for a bot of `bots add --format json`: proxy, token, CA pin, roles."""
+    return ["--proxy", bot["teleport_proxy"], "--token", bot["token"],
+            *(["--ca-pin", bot["ca_pins"][0]] if pin else []), *(f"--role={r}" for r in bot["roles"])]
+
+
+def web_trust(devcluster) -> dict[str, str]:
+    """The environment that makes the devcluster's web certificate trusted (its web CA as SSL_CERT_FILE)."""
+    return {"SSL_CERT_FILE": devcluster.web_ca_file}
+
+
+def login(devcluster, data_dir: Path, *extra: str, bot: dict | None = None,
+          env: dict | None = None) -> subprocess.CompletedProcess:
+    """Add a bot and log in with its token through the devcluster's Teleport proxy; asserts success."""
     bot = bot or devcluster.add_bot()
-    out = plugin("login", "--proxy", bot["proxy"], "--token", bot["token"], "--ca-pin", bot["ca_pins"][0],
-                 "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data_dir), *extra)
+    out = plugin("login", *join_args(bot), "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data_dir), *extra,
+                 env={**web_trust(devcluster), **(env or {})})
     assert out.returncode == 0, out.stderr
     return out
 

@@ -111,22 +111,35 @@ def demo(kubectl: str | None, keep: bool = False) -> int:
     work = Path(tempfile.mkdtemp(prefix="kubectl-teleport-demo-"))
     proc = None
     try:
-        _say("1. Start a devcluster (auth service + Kubernetes endpoint) with the demo world",
+        _say("1. Start a devcluster: a Teleport stand-in (proxy with TLS routing, auth service, Kubernetes "
+             "endpoint) with the demo world",
              "role machine-id-kube-role: groups [example], users [alice]; cluster example-k8s-cluster; "
              "namespace demo")
         proc, ready = _start_cluster(work)
-        print(f"    proxy {ready['proxy']}, Kubernetes endpoint {ready['kube_server']}, "
-              f"cluster {ready['cluster_name']}")
-        _say(f"2. An admin adds the bot: devcluster bots add {BOT} --roles={ROLE}",
+        print(f"    Teleport {ready.get('teleport_version', '')} proxy {ready['teleport_proxy']} (web, auth and "
+              f"Kubernetes on one port), cluster {ready['cluster_name']}")
+        _say(f"2. An admin adds the bot (like `tctl bots add {BOT} --roles={ROLE}`)",
              "this prints a one-time token and the CA pin to hand to the machine")
         bot = json.loads(_admin(work, "bots", "add", BOT, f"--roles={ROLE}", "--format", "json"))
         print(f"    CA pin {bot['ca_pins'][0]}")
         _say("3. On the machine: kubectl-teleport login --proxy ... --token ... --ca-pin ... "
-             f"--kube-cluster {KUBE_CLUSTER}",
-             "pins the CA, joins with the token (once), stores the renewable identity, writes a kubeconfig")
+             f"--role {ROLE} --kube-cluster {KUBE_CLUSTER}",
+             "checks the host CA against the pin, joins with the token (once), stores the renewable identity, "
+             "gets a Kubernetes certificate impersonating the role, writes a kubeconfig. (The devcluster's web "
+             "certificate comes from its own CA, trusted here through SSL_CERT_FILE; a real proxy has a public one.)")
         data_dir = work / "bot"
-        for line in login(LoginRequest(proxy=bot["proxy"], token=bot["token"], ca_pins=bot["ca_pins"],
-                                       kube_clusters=[KUBE_CLUSTER], data_dir=str(data_dir))):
+        previous = os.environ.get("SSL_CERT_FILE")
+        os.environ["SSL_CERT_FILE"] = ready["web_ca_file"]
+        try:
+            lines = login(LoginRequest(proxy=ready["teleport_proxy"], token=bot["token"], ca_pins=bot["ca_pins"],
+                                       roles=list(bot.get("roles") or [ROLE]), kube_clusters=[KUBE_CLUSTER],
+                                       data_dir=str(data_dir)))
+        finally:
+            if previous is None:
+                os.environ.pop("SSL_CERT_FILE", None)
+            else:
+                os.environ["SSL_CERT_FILE"] = previous
+        for line in lines:
             print(f"    {line}")
         kubeconfig = data_dir / "kubeconfig.yaml"
         if kubectl:

@@ -1,21 +1,27 @@
-"""`kubectl-teleport login`: pin the CA, join with the one-time token, store the identity, issue the first
-Kubernetes certificates and write the kubeconfig.
+"""`kubectl-teleport login`: join a Teleport cluster with a bot's one-time token, store the identity, issue the
+first Kubernetes certificates and write the kubeconfig.
 
-Everything local is checked before the token is spent: the flags, the kubeconfig (parsed, and its directory
-written to), and room in the data dir for the identity and every certificate (reserved, then filled).
+The network steps are `issuer.teleport.join_bot`'s: `/webapi/find` (the proxy's web certificate verified against
+the system trust store, or not at all with --insecure), the host CA from `GetClusterCACert` over the auth route
+checked against --ca-pin *before* the token leaves (tbot itself ignores pins on proxy joins; see
+docs/protocol.md), a key of the cluster's signature algorithm suite, `/webapi/host/credentials`.
+
+Everything local is checked before the token is spent: the flags (--role included), the kubeconfig (parsed, and
+its directory written to), and room in the data dir for the identity and every certificate (reserved, then
+filled).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import clock, fmt, pki, policy
 from ..config import Config, KubeCluster, KubeconfigEntry
-from ..errors import NotLoggedIn, PluginError, TrustError, UsageError
-from ..issuer import http, renewal
+from ..errors import NotLoggedIn, PluginError, UsageError
+from ..issuer import auth, http, renewal, teleport
 from ..outputs import kubeconfig
 from ..store import identity
 from ..store.datadir import CONFIG, DataDir, check_cluster_name, resolve
@@ -33,7 +39,9 @@ class LoginRequest:
     token: str | None
     ca_pins: list[str]
     kube_clusters: list[str]
-    kube_user: str | None = None
+    roles: list[str] = field(default_factory=list)
+    auth_server: str | None = None
+    insecure: bool = False
     data_dir: str | None = None
     kubeconfig: str | None = None
     merge: bool = False
@@ -44,52 +52,48 @@ class LoginRequest:
     static: bool = False
 
 
-def check_proxy(proxy: str) -> str:
+def check_address(flag: str, address: str) -> str:
     """HOST:PORT, nothing else (no scheme, no path)."""
-    host, sep, port = proxy.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in proxy:
-        raise UsageError(f"bad --proxy {proxy[:80]!r}: give HOST:PORT, e.g. teleport.example.com:443")
-    return proxy
-
-
-def fetch_pinned_ca(proxy: str, pins: list[str], deadline: http.Deadline) -> tuple[str, list[str]]:
-    """Fetch the cluster CA without verifying TLS and check it against the pins before anything else is sent."""
-    with http.Client(proxy, None, deadline=deadline) as client:
-        resp = client.call("fetching the cluster CA", "GET", "/cluster/ca")
-    http.expect(resp, "fetching the cluster CA", ca_pems=list, cluster_name=str)
     try:
-        certs = [pki.load_cert(p) for p in resp["ca_pems"] if isinstance(p, str)]
+        auth.split_host_port(address)
     except ValueError:
-        certs = []
-    if not certs or len(certs) != len(resp["ca_pems"]):
-        raise TrustError(f"{proxy} sent no usable CA certificate; check --proxy")
-    if not pki.pins_match(certs, pins):
-        actual = ", ".join(pki.spki_pin(c) for c in certs)
-        raise TrustError(f"the CA of {proxy} does not match --ca-pin: expected {', '.join(pins)}, the server "
-                          f"has {actual}; the token was not sent. Check the pin and the proxy address")
-    return resp["cluster_name"], [pki.cert_pem(c) for c in certs]
+        raise UsageError(f"bad {flag} {address[:80]!r}: give HOST:PORT, e.g. teleport.example.com:443") from None
+    if "/" in address:
+        raise UsageError(f"bad {flag} {address[:80]!r}: give HOST:PORT, e.g. teleport.example.com:443")
+    return address
+
+
+def check_proxy(proxy: str) -> str:
+    return check_address("--proxy", proxy)
+
+
+def _insecure_warning(pins: list[str]) -> str:
+    if pins:
+        return ("--insecure: the proxy's web certificate is not verified; the CA pin still checks the auth service, "
+                "but the token itself travels on the unverified web connection: use this only in a lab")
+    return ("--insecure without --ca-pin: nothing authenticates the cluster, so the token and the identity could "
+            "go to anyone on the path: use this only in a lab")
 
 
 def _join(req: LoginRequest, proxy: str, pins: list[str], ttl: int,
-          deadline: http.Deadline) -> tuple[Config, str, str]:
-    cluster_name, ca_pems = fetch_pinned_ca(proxy, pins, deadline)
-    key_pem = pki.private_key_pem(pki.generate_key())
-    with http.Client(proxy, ca_pems, deadline=deadline) as client:
-        ping = client.call("contacting the proxy", "GET", "/ping")
-        kube = ping.get("kube") if isinstance(ping.get("kube"), dict) else {}
-        joined = client.call("joining the cluster", "POST", "/join", {
-            "token": req.token, "role": "Bot", "join_method": "token",
-            "public_tls_key": pki.public_key_pem(pki.load_private_key(key_pem)), "ttl_seconds": ttl,
-        }, retry=False)
-    http.expect(joined, "joining the cluster", tls_cert=str, bot=str)
-    cfg = Config(proxy=proxy, cluster_name=str(ping.get("cluster_name") or cluster_name), bot=joined["bot"],
-                 ca_pems=ca_pems, kube_server=str(kube.get("server") or ""),
-                 kube_tls_server_name=str(kube.get("tls_server_name") or ""), ttl_seconds=ttl)
-    return cfg, joined["tls_cert"], key_pem
+          deadline: http.Deadline) -> tuple[Config, teleport.Joined]:
+    assert req.token is not None
+    joined = teleport.join_bot(proxy, req.token, pins=pins, auth_server=req.auth_server, insecure=req.insecure,
+                               ttl_seconds=ttl, deadline=deadline)
+    found = joined.discovery
+    server, tls_name = teleport.kube_endpoint(proxy, found)
+    bot = pki.identity_of(pki.load_cert(joined.certs.tls))
+    cfg = Config(proxy=proxy, cluster_name=found.cluster_name,
+                 bot=bot.bot_name or bot.username.removeprefix("bot-"), ca_pems=joined.host_ca_pems,
+                 kube_server=server, kube_tls_server_name=tls_name, ttl_seconds=ttl,
+                 auth_server=req.auth_server or "", tls_routing=found.tls_routing,
+                 server_version=found.server_version, suite=found.suite, roles=list(req.roles),
+                 tls_ca_pems=joined.certs.tls_ca_certs, ssh_ca_certs=joined.certs.ssh_ca_certs)
+    return cfg, joined
 
 
-def _replace_identity(dd: DataDir, cfg: Config, cert_pem: str, key_pem: str, room: Reservation) -> None:
-    """Swap in a new identity cleanly: old pending key and cached certificates go."""
+def _replace_identity(dd: DataDir, cfg: Config, joined: teleport.Joined, room: Reservation) -> None:
+    """Swap in a new identity cleanly: an old renewal record and cached certificates go."""
     if dd.has_config():
         try:
             old_cfg = dd.load_config()
@@ -98,7 +102,7 @@ def _replace_identity(dd: DataDir, cfg: Config, cert_pem: str, key_pem: str, roo
             pass
     identity.clear_pending(dd)
     dd.remove_entries()
-    identity.save(dd, cert_pem, key_pem, room)
+    identity.save(dd, joined.certs.tls, joined.key_pem, room, ssh_cert=joined.certs.ssh)
     dd.save_config(cfg)
 
 
@@ -115,7 +119,7 @@ def _kubeconfig_target(req: LoginRequest, dd: DataDir) -> tuple[Path, bool]:
 def validate(req: LoginRequest) -> tuple[list[str], int]:
     """Check flags before any network traffic; returns the normalised pins and the TTL in seconds."""
     if not req.kube_clusters:
-        raise UsageError("give at least one --kube-cluster NAME (see `kubectl-teleport kube ls`)")
+        raise UsageError("give at least one --kube-cluster NAME (the Kubernetes cluster's name in Teleport)")
     for name in req.kube_clusters:
         check_cluster_name(name)
     if req.context and len(req.kube_clusters) > 1:
@@ -125,13 +129,20 @@ def validate(req: LoginRequest) -> tuple[list[str], int]:
         ttl = fmt.parse_duration(req.ttl) if req.ttl else 3600
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if req.token and not pins:
-        raise UsageError("--ca-pin is required with --token (it is printed by `bots add`): the token is only "
-                         "sent to a cluster whose CA matches the pin")
+    for role in req.roles:
+        if not role or len(role) > 255 or any(c.isspace() or c == "," for c in role):
+            raise UsageError(f"bad --role {role[:80]!r}: give one role name per --role")
     if req.token and not req.proxy:
         raise UsageError("--proxy HOST:PORT is required with --token")
+    if req.token and not req.roles:
+        raise UsageError("give the roles the bot may impersonate with --role NAME (repeatable; `tctl bots ls` "
+                         "shows them): Kubernetes certificates are issued for those roles. The token was not sent")
     if req.proxy:
         check_proxy(req.proxy)
+    if req.auth_server:
+        check_address("--auth-server", req.auth_server)
+    if (req.auth_server or req.insecure or pins) and not req.token:
+        raise UsageError("--ca-pin, --auth-server and --insecure apply to a join: give them with --token")
     if req.static and not req.destination:
         raise UsageError("--static applies to --destination DIR: give both")
     if not policy.MIN_TTL <= ttl <= policy.MAX_TTL:
@@ -152,7 +163,9 @@ def login(req: LoginRequest) -> list[str]:
     if not standalone:
         kubeconfig.preflight(target)  # the standalone one lives in the data dir, whose room is reserved below
     if not req.token and not dd.has_config():
-        raise NotLoggedIn(f"no identity in {dd.root} yet: log in with --token, --ca-pin and --proxy first")
+        raise NotLoggedIn(f"no identity in {dd.root} yet: log in with --proxy, --token and --role first")
+    if req.insecure:
+        fmt.warn(_insecure_warning(pins))
     deadline = http.Deadline(req.timeout)
     out: list[str] = []
     lock = dd.acquire(LOCK_WAIT)
@@ -168,9 +181,9 @@ def login(req: LoginRequest) -> list[str]:
             assert req.proxy is not None
             id_room = identity.reserve(dd)
             rooms.append(id_room)
-            cfg, cert_pem, key_pem = _join(req, req.proxy, pins, ttl, deadline)
+            cfg, joined = _join(req, req.proxy, pins, ttl, deadline)
             config_room.discard()
-            _replace_identity(dd, cfg, cert_pem, key_pem, id_room)
+            _replace_identity(dd, cfg, joined, id_room)
         else:
             cfg = dd.load_config()
             if req.proxy and req.proxy != cfg.proxy:
@@ -178,28 +191,32 @@ def login(req: LoginRequest) -> list[str]:
                                  "switch, or choose another --data-dir")
             if req.ttl:
                 cfg.ttl_seconds = ttl
+            if req.roles:
+                cfg.roles = list(req.roles)
         notes: list[str] = []
         ident = renewal.current_identity(dd, cfg, clock.now(), deadline, notes=notes)
-        out.append(f"Logged in to {cfg.cluster_name} at {cfg.proxy} as bot {cfg.bot!r} (identity generation "
-                   f"{ident.generation}, valid until {fmt.rfc3339(ident.not_after)}).")
+        instance = f", bot instance {ident.bot_instance_id}" if ident.bot_instance_id else ""
+        suite = cfg.suite or "none (RSA keys)"
+        out.append(f"Logged in to {cfg.cluster_name} at {cfg.proxy} (Teleport {cfg.server_version or 'unknown'}, "
+                   f"signature algorithm suite {suite}) as bot {cfg.bot!r} (identity generation "
+                   f"{ident.generation}{instance}, valid until {fmt.rfc3339(ident.not_after)}).")
         out += [f"Warning: {n}" for n in notes]
         for name, room in zip(req.kube_clusters, entry_rooms, strict=True):
-            entry, resp = renewal.issue_kube_cert(dd, cfg, name, deadline, req.kube_user, room)
+            entry, info = renewal.issue_kube_cert(dd, cfg, name, deadline, room)
             context = req.context or f"{cfg.cluster_name}-{name}"
-            kube_ca = [p for p in resp.get("kube_ca_certs") or [] if isinstance(p, str)] or cfg.ca_pems
-            server = str(resp.get("server") or cfg.kube_server)
-            tls_name = str(resp.get("tls_server_name") or cfg.kube_tls_server_name or "")
-            user = resp.get("kubernetes_user")
-            cfg.kube_clusters[name] = KubeCluster(kube_user=req.kube_user or (user if isinstance(user, str) else None),
+            kube_ca, server, tls_name = cfg.ca_pems, cfg.kube_server, cfg.kube_tls_server_name
+            users = info["kubernetes_users"]
+            cfg.kube_clusters[name] = KubeCluster(kube_user=users[0] if len(users) == 1 else None,
                                                   server=server, tls_server_name=tls_name, ca_pems=kube_ca)
             kubeconfig.merge(target, context, kubeconfig.cluster_entry(server, kube_ca, tls_name),
                              kubeconfig.exec_user(dd.root, name))
             record = KubeconfigEntry(str(target), context, name, standalone)
             cfg.kubeconfigs = [k for k in cfg.kubeconfigs if (k.path, k.name) != (record.path, record.name)]
             cfg.kubeconfigs.append(record)
-            groups = ", ".join(resp.get("kubernetes_groups") or []) or "none"
-            out.append(f"Kubernetes cluster {name}: context {context}, user {user} (groups: {groups}), "
-                       f"certificate valid until {fmt.rfc3339(entry.not_after)}.")
+            groups = ", ".join(info["kubernetes_groups"]) or "none"
+            out.append(f"Kubernetes cluster {name}: context {context}, roles {', '.join(cfg.roles)} (Kubernetes "
+                       f"users: {', '.join(users) or 'none'}; groups: {groups}), certificate valid until "
+                       f"{fmt.rfc3339(entry.not_after)}.")
         config_room.discard()
         dd.save_config(cfg)
         if req.destination:
@@ -240,8 +257,8 @@ def run(args: argparse.Namespace) -> int:
     """`kubectl-teleport login`."""
     for line in login(LoginRequest(
             proxy=args.proxy, token=args.token, ca_pins=args.ca_pin, kube_clusters=args.kube_cluster,
-            kube_user=args.kube_user, data_dir=args.data_dir, kubeconfig=args.kubeconfig, merge=args.merge,
-            context=args.context, ttl=args.ttl, timeout=args.timeout, destination=args.destination,
-            static=args.static)):
+            roles=args.role, auth_server=args.auth_server, insecure=args.insecure, data_dir=args.data_dir,
+            kubeconfig=args.kubeconfig, merge=args.merge, context=args.context, ttl=args.ttl, timeout=args.timeout,
+            destination=args.destination, static=args.static)):
         print(line)
     return 0

@@ -29,13 +29,18 @@ def gather(data_dir: str | None) -> dict[str, Any]:
         report["reader"] = True
         report["identity"] = {"error": f"not readable by this user ({err})"}
     if cfg is not None:
-        report.update(proxy=cfg.proxy, cluster_name=cfg.cluster_name, bot=cfg.bot)
+        report.update(proxy=cfg.proxy, cluster_name=cfg.cluster_name, bot=cfg.bot,
+                      teleport={"server_version": cfg.server_version, "signature_algorithm_suite": cfg.suite,
+                                "tls_routing": cfg.tls_routing, "auth_server": cfg.auth_server or None,
+                                "roles": cfg.roles})
         try:
             ident = identity.load(dd)
+            pending = _pending(dd, ident)
             report["identity"] = {
-                "generation": ident.generation, "expires": fmt.rfc3339(ident.expires_at),
-                "seconds_left": int(ident.expires_at - now), "renewal_due": now >= ident.renew_at(),
-                "expired": now >= ident.expires_at, "renewal_pending": dd.pending_path.exists(),
+                "generation": ident.generation, "bot_instance_id": ident.bot_instance_id,
+                "expires": fmt.rfc3339(ident.expires_at), "seconds_left": int(ident.expires_at - now),
+                "renewal_due": now >= ident.renew_at(), "expired": now >= ident.expires_at,
+                "renewal_in_doubt": pending,
             }
         except PluginError as err:
             report["identity"] = {"error": str(err)}
@@ -61,12 +66,30 @@ def gather(data_dir: str | None) -> dict[str, Any]:
     return report
 
 
+def _pending(dd: Any, ident: Any) -> dict[str, Any] | None:
+    """An ambiguous renewal (read only: status changes nothing), as when it was sent and when it is retried."""
+    from ..issuer import renewal
+    from ..store.identity import load_pending
+
+    pending = load_pending(dd) if dd.pending_path.exists() else None
+    if pending is None or not pending.sent or pending.for_generation != ident.generation:
+        return None
+    ident.hold_until = renewal.retry_at(ident)
+    return {"sent": fmt.rfc3339(pending.started_at) if pending.started_at else None,
+            "retry_after": fmt.rfc3339(ident.hold_until)}
+
+
 def render_text(report: dict[str, Any]) -> list[str]:
     """Human lines for `status`."""
     lines = []
     if "proxy" in report:
-        lines += [f"Proxy:      {report['proxy']} (Teleport cluster {report['cluster_name']})",
-                  f"Bot:        {report['bot']}"]
+        tp = report.get("teleport") or {}
+        route = f"auth server {tp['auth_server']}" if tp.get("auth_server") else (
+            "auth through the proxy's TLS routing" if tp.get("tls_routing", True) else "auth through the proxy")
+        lines += [f"Proxy:      {report['proxy']} (Teleport cluster {report['cluster_name']}, version "
+                  f"{tp.get('server_version') or 'unknown'}, signature algorithm suite "
+                  f"{tp.get('signature_algorithm_suite') or 'none'}; {route})",
+                  f"Bot:        {report['bot']} (roles: {', '.join(tp.get('roles') or []) or 'none'})"]
     lines.append(f"Data dir:   {report['data_dir']}" + (" (read-only for this user)" if report.get("reader") else ""))
     ident = report["identity"]
     if "error" in ident:
@@ -74,8 +97,12 @@ def render_text(report: dict[str, Any]) -> list[str]:
     else:
         left = "expired" if ident["expired"] else f"{fmt.format_duration(ident['seconds_left'])} left"
         extra = "; renewal due" if ident["renewal_due"] and not ident["expired"] else ""
-        extra += "; an interrupted renewal will be finished" if ident["renewal_pending"] else ""
-        lines.append(f"Identity:   generation {ident['generation']}, valid until {ident['expires']} "
+        doubt = ident.get("renewal_in_doubt")
+        if doubt:
+            extra += (f"; the answer to a renewal sent {doubt['sent'] or 'earlier'} was lost: renewal held until "
+                      f"{doubt['retry_after']} (log in again with a new token to avoid a possible lock)")
+        instance = f", bot instance {ident['bot_instance_id']}" if ident.get("bot_instance_id") else ""
+        lines.append(f"Identity:   generation {ident['generation']}{instance}, valid until {ident['expires']} "
                      f"({left}{extra})")
     lines.append("Kubernetes clusters:" if report["kube_clusters"] else "Kubernetes clusters: none")
     for item in report["kube_clusters"]:

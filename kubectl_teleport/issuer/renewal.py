@@ -1,11 +1,22 @@
-"""Renewing the bot identity (crash-safe, with the pending key) and issuing Kubernetes certificates.
+"""Renewing the bot identity (never twice from the same certificate) and issuing Kubernetes certificates, with
+Teleport's `GenerateUserCerts` (issuer/teleport.py).
 
 Callers hold the identity's lock (see store/lock.py); nothing here locks. Room for every file a renewal will
 write is reserved *before* the server is asked (`store.files.Reservation`), so a full or read-only disk fails
 before anything is issued that could not be stored.
+
+Teleport keeps a generation counter per bot instance: every renewal presents the current generation and the
+server moves it on. A second renewal from the same certificate after the server committed one locks the bot,
+and there is no idempotent retry. So a renewal is recorded before it is sent (`identity.pending.json`, with
+`sent` set just before the request leaves); a record left `sent` by a crash or a lost answer is *ambiguous*,
+and the identity is then kept, Kubernetes certificates still issued from it, and the renewal tried again only
+when the identity is close to expiring (`retry_at`): docs/design.md, "Crash safety of identity renewal".
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
 
 from .. import cache, clock, execcred, fmt, pki, policy
 from ..config import Config
@@ -14,13 +25,18 @@ from ..store import identity
 from ..store.datadir import DataDir
 from ..store.files import Reservation
 from ..store.identity import BotIdentity, Pending
-from . import http
+from . import auth, http, teleport
+
+# An ambiguous renewal is tried again once less than this share of the identity's lifetime is left (10 min of
+# a 1 h identity): late enough that the identity has served most of its life meanwhile, early enough that
+# `start` (which wakes at `renew_at`) and kubectl calls get a few chances before it expires.
+AMBIGUOUS_RETRY_FRACTION = 1 / 6
 
 
 def encode_entry(cert_pem: str, key_pem: str, received_at: float) -> bytes:
     """The cache file for a Kubernetes certificate received at `received_at` (local clock)."""
     cert = pki.load_cert(cert_pem)
-    if not pki.public_keys_equal(cert.public_key(), pki.load_private_key(key_pem).public_key()):
+    if not pki.public_keys_equal(cert.public_key(), pki.load_private_key(key_pem)):  # type: ignore[arg-type]
         raise Unavailable("the server returned a Kubernetes certificate for another key; try again")
     t = policy.timing(pki.not_before(cert).timestamp(), pki.not_after(cert).timestamp(), received_at)
     status = execcred.status_json(cert_pem, key_pem, fmt.rfc3339(t.expires_at))
@@ -38,72 +54,119 @@ def store_kube_cert(dd: DataDir, cluster: str, cert_pem: str, key_pem: str, rece
     return entry
 
 
-def _renew_request(dd: DataDir, cfg: Config, pending: Pending, deadline: http.Deadline) -> dict:
-    body = {"public_tls_key": pki.public_key_pem(pki.load_private_key(pending.key_pem)),
-            "ttl_seconds": cfg.ttl_seconds}
-    with http.Client(cfg.proxy, cfg.ca_pems, identity_file=dd.identity_path, deadline=deadline) as client:
-        resp = client.call("renewing the bot identity", "POST", "/bots/renew", body)
-    return http.expect(resp, "renewing the bot identity", tls_cert=str, generation=int)
+def auth_target(dd: DataDir, cfg: Config) -> teleport.AuthTarget:
+    """How to reach the auth service as the bot, from what login recorded."""
+    try:
+        route = auth.route_for(cfg.proxy, cfg.cluster_name, cfg.auth_server or None)
+    except ValueError:
+        raise NotLoggedIn(f"{dd.config_path} names no usable proxy address: log in again") from None
+    return teleport.AuthTarget(route, cfg.ca_pems, dd.identity_path, teleport.version_major(cfg.server_version))
+
+
+def retry_at(ident: BotIdentity) -> float:
+    """When an ambiguous renewal is tried again (local clock): once less than a sixth of the lifetime is left."""
+    return ident.expires_at - ident.lifetime * AMBIGUOUS_RETRY_FRACTION
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def ambiguous_note(pending: Pending, ident: BotIdentity) -> str:
+    """The warning while a renewal's outcome is unknown: what happened, what we do, how to avoid the gap."""
+    when = fmt.rfc3339(pending.started_at) if pending.started_at else "earlier"
+    return (f"the answer to the identity renewal sent {when} was lost, and Teleport may have committed it; "
+            f"the current identity is kept (valid until {fmt.rfc3339(ident.expires_at)}) and the renewal is tried "
+            f"again after {fmt.rfc3339(retry_at(ident))}, which locks the bot if the server had committed it: to "
+            "avoid that, log in again now with a new join token")
+
+
+def pending_state(dd: DataDir, ident: BotIdentity) -> Pending | None:
+    """The renewal still in doubt for `ident`, tidying records that are not (committed, stale, never sent)."""
+    pending = identity.load_pending(dd)
+    if pending is None:
+        return None
+    try:
+        committed = pki.public_keys_equal(pki.load_private_key(pending.key_pem), ident.cert.public_key())  # type: ignore[arg-type]
+    except ValueError:
+        committed = False
+    if committed or pending.for_generation != ident.generation or not pending.sent:
+        identity.clear_pending(dd)  # saved before a crash; from an older identity; or it never left
+        return None
+    return pending
 
 
 def current_identity(dd: DataDir, cfg: Config, now: float, deadline: http.Deadline, *, force: bool = False,
                      notes: list[str] | None = None) -> BotIdentity:
-    """The identity to issue with, renewed first when due (or `force`), finishing an interrupted renewal.
+    """The identity to issue with, renewed first when due (or `force`).
 
     With `notes` (kubectl's paths) a failed renewal of a still-valid identity becomes a note there and the
     current identity is used; without it (the daemon, which retries with backoff) the error is raised.
-
-    Crash safety: the new key is saved as pending before the request; the answer is committed atomically and
-    only then is the pending key dropped. A pending key found later is retried as is, and the server's
-    idempotent retry answers with the same certificate (docs/protocol.md).
+    While a renewal is ambiguous (`pending_state`) nothing renews before `retry_at`, `force` included.
     """
     ident = identity.load(dd)
-    pending = identity.load_pending(dd)
+    pending = pending_state(dd, ident)
     if pending is not None:
-        pending_pub = pki.load_private_key(pending.key_pem).public_key()
-        if pki.public_keys_equal(pending_pub, ident.cert.public_key()) or pending.for_generation != ident.generation:
-            identity.clear_pending(dd)  # committed before a crash, or left over from an older identity
-            pending = None
-    recovering = pending is not None
-    if not recovering and not force and now < ident.renew_at():
+        ident.hold_until = retry_at(ident)
+        if now < ident.hold_until:
+            if notes is not None:
+                notes.append(ambiguous_note(pending, ident))
+            return ident
+    elif not force and now < ident.renew_at():
         return ident
     identity.check_usable(ident, now)
     room = identity.reserve(dd)  # before anything is asked: the answer must have somewhere to go
     try:
-        if pending is None:
-            pending = Pending(pki.private_key_pem(pki.generate_key()), ident.generation)
-            identity.save_pending(dd, pending)
+        key = pki.key_for_suite(cfg.suite)
+        record = Pending(pki.private_key_pem(key), ident.generation, started_at=now, sent=False)
+        identity.save_pending(dd, record)
+
+        def leaving() -> None:  # the connection is up and verified; the request is about to leave
+            identity.save_pending(dd, replace(record, sent=True))
+
         try:
-            resp = _renew_request(dd, cfg, pending, deadline)
+            # `expires` is absolute and read on the server's clock: our clock minus the skew seen at issue
+            certs = teleport.renew_identity(auth_target(dd, cfg), username=ident.username, key=key,
+                                            expires=_utc(now - ident.skew + min(cfg.ttl_seconds, teleport.MAX_TTL)),
+                                            deadline=deadline, before_request=leaving)
         except PluginError as err:
-            if recovering or isinstance(err, IdentityRejected) or notes is None:
+            if not auth.was_ambiguous(err):
+                identity.clear_pending(dd)  # refused, or never sent: nothing to be unsure about
+            if isinstance(err, IdentityRejected) or notes is None:
                 raise
             notes.append(f"renewing the bot identity failed ({err}); using the current one until "
-                         f"{fmt.rfc3339(ident.not_after)}")
+                         f"{fmt.rfc3339(ident.expires_at)}")
             return ident
-        renewed = identity.save(dd, resp["tls_cert"], pending.key_pem, room)
+        renewed = identity.save(dd, certs.tls, record.key_pem, room, ssh_cert=certs.ssh)
     finally:
         room.discard()
     identity.clear_pending(dd)
     return renewed
 
 
+def kube_identity_info(cert_pem: str) -> dict:
+    """What a Kubernetes certificate says about its holder (Teleport's subject attributes)."""
+    ident = pki.identity_of(pki.load_cert(cert_pem))
+    return {"kubernetes_users": ident.kube_users, "kubernetes_groups": ident.kube_groups, "roles": ident.groups}
+
+
 def issue_kube_cert(dd: DataDir, cfg: Config, cluster: str, deadline: http.Deadline,
-                    kube_user: str | None = None, room: Reservation | None = None) -> tuple[cache.Entry, dict]:
-    """Ask for a Kubernetes certificate with a fresh key and commit it to the cluster's cache."""
+                    room: Reservation | None = None) -> tuple[cache.Entry, dict]:
+    """A Kubernetes certificate from the bot identity (impersonating the configured roles) with a fresh key,
+    committed to the cluster's cache. The generation does not move."""
+    if not cfg.roles:
+        raise NotLoggedIn(f"{dd.config_path} names no roles to impersonate: log in again with --role NAME")
     room = room or dd.reserve_entry(cluster)
     with room:
-        key_pem = pki.private_key_pem(pki.generate_key())
-        body: dict = {"public_tls_key": pki.public_key_pem(pki.load_private_key(key_pem)),
-                      "kubernetes_cluster": cluster, "ttl_seconds": cfg.ttl_seconds}
-        kube_user = kube_user or cfg.cluster(cluster).kube_user
-        if kube_user:
-            body["kubernetes_user"] = kube_user
-        action = f"issuing a certificate for Kubernetes cluster {cluster!r}"
-        with http.Client(cfg.proxy, cfg.ca_pems, identity_file=dd.identity_path, deadline=deadline) as client:
-            resp = client.call(action, "POST", "/kube/certs", body)
-        http.expect(resp, action, tls_cert=str)
-        return store_kube_cert(dd, cluster, resp["tls_cert"], key_pem, clock.now(), room), resp
+        ident = identity.load(dd)
+        key = pki.key_for_suite(cfg.suite)
+        server_now = _utc(clock.now() - ident.skew)  # the expiry is absolute, on the server's clock
+        expires = teleport.kube_expiry(server_now, cfg.ttl_seconds, pki.not_after(ident.cert))
+        certs = teleport.kube_certificate(auth_target(dd, cfg), username=ident.username, key=key, expires=expires,
+                                          roles=cfg.roles, cluster_name=cfg.cluster_name, kube_cluster=cluster,
+                                          deadline=deadline)
+        entry = store_kube_cert(dd, cluster, certs.tls, pki.private_key_pem(key), clock.now(), room)
+        return entry, kube_identity_info(certs.tls)
 
 
 def refresh(dd: DataDir, cluster: str, now: float, deadline: http.Deadline, notes: list[str]) -> cache.Entry:

@@ -19,7 +19,7 @@ import pytest
 from harness.faults import TlsFaultServer
 from kubectl_teleport import cache, errors, pki
 from tests.devcluster_fixture import _stop_all, start_devcluster
-from tests.plugin_helpers import EXEC_INFO_V1, KUBE_CLUSTER, make_due, plugin
+from tests.plugin_helpers import EXEC_INFO_V1, KUBE_CLUSTER, ROLE, join_args, make_due, plugin, web_trust
 
 V9 = '{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v9","spec":{}}'
 
@@ -38,8 +38,8 @@ def ctx(tmp_path_factory):
     dc = start_devcluster(base / "devcluster")
     bot = dc.add_bot()
     data = base / "template"
-    out = plugin("login", "--proxy", bot["proxy"], "--token", bot["token"], "--ca-pin", bot["ca_pins"][0],
-                 "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data))
+    out = plugin("login", *join_args(bot), "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data),
+                 env=web_trust(dc))
     assert out.returncode == 0, out.stderr
     yield Ctx(dc, data, pem_bodies(data), [bot["token"]])
     _stop_all([dc])
@@ -98,11 +98,16 @@ def expire(data: Path) -> None:
 
 def login_args(c: Ctx, data: Path, *, token: str | None = None, pin: str | None = None, proxy: str | None = None,
                extra: tuple[str, ...] = ()) -> list[str]:
-    args = ["login", "--proxy", proxy or c.dc.proxy, "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data)]
+    args = ["login", "--proxy", proxy or c.dc.teleport_proxy, "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data),
+            "--role", ROLE]
     if token is not None:
         args += ["--token", token]
     args += ["--ca-pin", pin or c.dc.ca_pin, "--timeout", "5", *extra]
     return args
+
+
+def web(c: Ctx) -> dict[str, str]:
+    return web_trust(c.dc)
 
 
 def _new_token(c: Ctx, name: str = "robot", ttl: str | None = None) -> str:
@@ -193,41 +198,44 @@ def c_login(**kw) -> Callable:
     def run(c, d):
         shutil.rmtree(d)
         token = kw.pop("token_fn")(c) if "token_fn" in kw else kw.pop("token", None)
-        return login_args(c, d, token=token, **kw), {}
+        return login_args(c, d, token=token, **kw), web(c)
     return run
 
 
 def c_reused_token(c, d):
     token = _new_token(c, "reuse-bot")
-    first = plugin(*login_args(c, d.parent / (d.name + "-first"), token=token))
+    first = plugin(*login_args(c, d.parent / (d.name + "-first"), token=token), env=web(c))
     assert first.returncode == 0, first.stderr
     shutil.rmtree(d)
-    return login_args(c, d, token=token), {}
+    return login_args(c, d, token=token), web(c)
 
 
 def c_expired_token(c, d):
     token = _new_token(c, "expiring-bot", ttl="1s")
     time.sleep(1.5)  # the token's own lifetime must pass; nothing races here (the server checks >= expiry)
     shutil.rmtree(d)
-    return login_args(c, d, token=token), {}
+    return login_args(c, d, token=token), web(c)
 
 
 def c_locked_bot(c, d):
     shutil.rmtree(d)
     token = _new_token(c, "locked-bot")
-    out = plugin(*login_args(c, d, token=token))
+    out = plugin(*login_args(c, d, token=token), env=web(c))
     assert out.returncode == 0, out.stderr
     c.dc.admin("locks", "add", "locked-bot")
     expire(d)
     return cred(d)
 
 
-def c_server_json(body: str, code: int) -> Callable:
+def c_server_json(body: str, *, trusted: bool = True) -> Callable:
+    """A web API answering every request with `body` (its certificate trusted, or not)."""
     def run(c, d):
         server = TlsFaultServer({"*": "json:" + body}, state_dir=c.dc.state_dir).__enter__()
         c.servers.append(server)  # type: ignore[attr-defined]
         shutil.rmtree(d)
-        return login_args(c, d, token="x" * 32, proxy=server.address), {}
+        trust = d.parent / "fault-ca.pem"
+        trust.write_text(server.ca_pem if trusted else c.dc.host_ca_pem.replace("CERTIFICATE", "NOTHING"))
+        return login_args(c, d, token="x" * 32, proxy=server.address), {"SSL_CERT_FILE": str(trust)}
     return run
 
 
@@ -289,11 +297,12 @@ CASES: list[tuple[str, int, bool, Callable]] = [
     ("login-reused-token", errors.IDENTITY_REJECTED, True, c_reused_token),
     ("login-expired-token", errors.IDENTITY_REJECTED, True, c_expired_token),
     ("locked-bot", errors.IDENTITY_REJECTED, True, c_locked_bot),
-    ("server-ca-wrong-type", errors.UNAVAILABLE, True, c_server_json('{"cluster_name": "x", "ca_pems": "pem"}',
-                                                                     errors.UNAVAILABLE)),
-    ("server-ca-garbage", errors.TRUST, True, c_server_json('{"cluster_name": "x", "ca_pems": ["garbage"]}',
-                                                            errors.TRUST)),
-    ("server-ca-not-object", errors.UNAVAILABLE, True, c_server_json('"just a string"', errors.UNAVAILABLE)),
+    # a web API that is not Teleport's, or not trusted: nothing is sent but the discovery GET
+    ("server-find-wrong-types", errors.UNAVAILABLE, True, c_server_json('{"cluster_name": 5, "proxy": []}')),
+    ("server-find-no-auth-route", errors.UNAVAILABLE, True,
+     c_server_json('{"cluster_name": "x", "proxy": {"tls_routing_enabled": true}}')),
+    ("server-find-not-object", errors.UNAVAILABLE, True, c_server_json('"just a string"')),
+    ("server-web-cert-untrusted", errors.TRUST, True, c_server_json('{"cluster_name": "x"}', trusted=False)),
 ]
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 
 from kubectl_teleport import errors
-from tests.plugin_helpers import KUBE_CLUSTER, plugin
+from tests.plugin_helpers import KUBE_CLUSTER, join_args, plugin, web_trust
 
 
 def _login(dc, data) -> object:
     bot = dc.add_bot()
-    return plugin("login", "--proxy", bot["proxy"], "--token", bot["token"], "--ca-pin", bot["ca_pins"][0],
-                  "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data))
+    return plugin("login", *join_args(bot), "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data),
+                  env=web_trust(dc))
 
 
 def test_client_clock_ten_minutes_behind_is_reported_as_clock_skew(devcluster_factory, tmp_path):

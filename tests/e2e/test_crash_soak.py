@@ -1,5 +1,6 @@
-"""Crash safety: a short version of bench/soak.py (SIGKILL during renewal), and a killed lock holder leaves
-no lock behind (flock is released by the kernel)."""
+"""Crash safety: a short version of bench/soak.py (SIGKILL during renewal: nothing is ever corrupted, and the bot
+is locked only when a kill landed between Teleport's answer and the save, which the soak counts), and a killed
+lock holder leaves no lock behind (flock is released by the kernel)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ def test_sigkill_during_renewal_never_corrupts_or_locks(tmp_path):
     figures = soak.soak(20, seed=5, base=tmp_path, check_locks_every=0, log=lambda _: None)
     killed = sum(n for k, n in figures["outcomes"].items() if k.endswith("killed"))
     assert killed >= 5, figures  # the kills do land during the runs
-    assert figures["identity_generations"] >= 1 and not figures["bot_locked"]
+    assert figures["trials_that_renewed_the_identity"] >= 1, figures
+    # a lock only ever comes from retrying a renewal in doubt (the kill landed between the answer and the save)
+    in_doubt = sum(n for k, n in figures["outcomes"].items() if k.startswith("renewal in doubt"))
+    assert figures["locks_from_a_kill_between_answer_and_save"] <= in_doubt and figures["other_locks"] == 0
 
 
 def test_a_killed_lock_holder_leaves_no_lock(tmp_path):

@@ -1,8 +1,9 @@
-"""Issuer faults between the installed plugin and a devcluster (tests/faultproxy.py).
+"""Issuer faults between the installed plugin and a devcluster (harness/faults.py, harness/grpc_faults.py).
 
-For each fault: with a valid cached certificate `credentials` serves it with exactly one warning line; with
-an expired one it fails with one clear line and the documented exit code, within the bounded `--timeout`;
-never a traceback. Retries only for requests that are safe to repeat (join is never retried).
+For each fault on the auth service's gRPC route: with a valid cached certificate `credentials` serves it with
+exactly one warning line; with an expired one it fails with one clear line and the documented exit code, within
+the bounded `--timeout`; never a traceback. Idempotent calls (a Kubernetes certificate) are retried on transient
+failures; the join is never retried.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from pathlib import Path
 import pytest
 
 from harness.faults import TcpFaultProxy, TlsFaultServer, closed_port
+from harness.grpc_faults import GrpcFaultServer
 from kubectl_teleport import errors
 from kubectl_teleport.store import files as fsutil
-from tests.plugin_helpers import KUBE_CLUSTER, cert_of, credentials, login, make_due, plugin
+from tests.plugin_helpers import KUBE_CLUSTER, cert_of, credentials, join_args, login, make_due, plugin, web_trust
 
 TIMEOUT = 1.0
 WALL_BOUND = TIMEOUT + 4.0  # the deadline, plus interpreter start-up and imports on a slow 2-core runner
+GENERATE = "/proto.AuthService/GenerateUserCerts"
 
 
 def set_proxy(data: Path, address: str) -> None:
@@ -39,15 +42,15 @@ def refused(_dc) -> Iterator[str]:
 def tcp(mode: str) -> Callable:
     @contextlib.contextmanager
     def make(dc) -> Iterator[str]:
-        with TcpFaultProxy(dc.proxy, mode, drip_interval=0.05) as proxy:
+        with TcpFaultProxy(dc.teleport_proxy, mode, drip_interval=0.05) as proxy:
             yield proxy.address
     return make
 
 
-def tls(fault: str, **kw) -> Callable:
+def grpc(fault: str, **kw) -> Callable:
     @contextlib.contextmanager
     def make(dc) -> Iterator[str]:
-        with TlsFaultServer({"*": fault}, state_dir=dc.state_dir, **kw) as server:
+        with GrpcFaultServer(fault, state_dir=dc.state_dir, **kw) as server:
             yield server.address
     return make
 
@@ -56,15 +59,18 @@ FAULTS = {
     "connection-refused": (refused, errors.UNAVAILABLE),
     "accept-and-hang": (tcp("hang"), errors.UNAVAILABLE),
     "slow-bytes": (tcp("drip"), errors.UNAVAILABLE),
-    "reset-mid-response": (tls("reset"), errors.UNAVAILABLE),
-    "http-503": (tls("status:503"), errors.UNAVAILABLE),
-    "http-500": (tls("status:500"), errors.UNAVAILABLE),
-    "non-json-body": (tls("nonjson"), errors.UNAVAILABLE),
-    "huge-body": (tls("huge"), errors.UNAVAILABLE),
-    "wrong-json-types": (tls('json:{"tls_cert": 42, "expires": []}'), errors.UNAVAILABLE),
-    "json-array": (tls("json:[1, 2, 3]"), errors.UNAVAILABLE),
-    "server-hangs-after-request": (tls("hang"), errors.UNAVAILABLE),
-    "certificate-of-another-ca": (tls("status:500", other_ca=True), errors.TRUST),
+    "reset-mid-response": (grpc("reset"), errors.UNAVAILABLE),
+    "grpc-unavailable": (grpc("unavailable"), errors.UNAVAILABLE),
+    "grpc-internal": (grpc("internal"), errors.UNAVAILABLE),
+    "http-503": (grpc("http-503"), errors.UNAVAILABLE),
+    "not-grpc": (grpc("not-grpc"), errors.UNAVAILABLE),
+    "rst-stream": (grpc("rst"), errors.UNAVAILABLE),
+    "goaway": (grpc("goaway"), errors.UNAVAILABLE),
+    "huge-message": (grpc("huge"), errors.UNAVAILABLE),
+    "garbage-message": (grpc("garbage"), errors.UNAVAILABLE),
+    "server-hangs-after-request": (grpc("hang"), errors.UNAVAILABLE),
+    "no-http2": (grpc("no-h2"), errors.UNAVAILABLE),
+    "certificate-of-another-ca": (grpc("unavailable", other_ca=True), errors.TRUST),
 }
 
 
@@ -109,66 +115,76 @@ def test_fault(devcluster, tmp_path, name):
     assert not list(data.rglob(".*.tmp")) and not (data / "identity.pending.json").exists()
 
 
-def test_huge_body_is_not_read_whole(devcluster, tmp_path):
-    """The client stops at api.MAX_RESPONSE: the 8 MiB answer is refused quickly with its own message."""
+def test_huge_message_is_not_read_whole(devcluster, tmp_path):
+    """The client stops at 1 MiB: the 8 MiB answer is refused at its length prefix, and not retried."""
     data = tmp_path / "bot"
     login(devcluster, data)
-    with TlsFaultServer({"*": "huge"}, state_dir=devcluster.state_dir) as server:
+    with GrpcFaultServer("huge", state_dir=devcluster.state_dir) as server:
         set_proxy(data, server.address)
         make_due(data, expired=True)
         out = plugin("credentials", "--data-dir", str(data), "--kube-cluster", KUBE_CLUSTER, "--timeout", "10")
     assert out.returncode == errors.UNAVAILABLE
-    assert "larger than 1048576 bytes" in _one_line(out.stderr)
-    assert server.requests["POST /v1/kube/certs"] == 1  # an oversized answer is not retried
+    assert "more than the limit of 1048576" in _one_line(out.stderr)
+    assert server.calls[GENERATE] == 1
 
 
-def test_5xx_on_an_idempotent_request_is_retried_with_backoff(devcluster, tmp_path):
+def test_unavailable_on_an_idempotent_request_is_retried_with_backoff(devcluster, tmp_path):
     data = tmp_path / "bot"
     login(devcluster, data)
-    with TlsFaultServer({"*": "status:503"}, state_dir=devcluster.state_dir) as server:
+    with GrpcFaultServer("unavailable", state_dir=devcluster.state_dir) as server:
         set_proxy(data, server.address)
         make_due(data, expired=True)
         start = time.monotonic()
         out = plugin("credentials", "--data-dir", str(data), "--kube-cluster", KUBE_CLUSTER, "--timeout", "10")
         took = time.monotonic() - start
     assert out.returncode == errors.UNAVAILABLE
-    attempts = server.requests["POST /v1/kube/certs"]
+    attempts = server.calls[GENERATE]
     assert 2 <= attempts <= 4, attempts  # retried, bounded
     assert took > 0.2 * 0.5 + 0.4 * 0.5, took  # backed off between attempts (jittered 50-100% of 0.2, 0.4 s)
 
 
-def test_4xx_is_not_retried(devcluster, tmp_path):
+def test_a_refusal_is_not_retried(devcluster, tmp_path):
     data = tmp_path / "bot"
     login(devcluster, data)
-    with TlsFaultServer({"*": "status:403"}, state_dir=devcluster.state_dir) as server:
+    with GrpcFaultServer("permission-denied", state_dir=devcluster.state_dir) as server:
         set_proxy(data, server.address)
         make_due(data, expired=True)
         out = plugin("credentials", "--data-dir", str(data), "--kube-cluster", KUBE_CLUSTER, "--timeout", "10")
-    assert out.returncode == errors.UNAVAILABLE and server.requests["POST /v1/kube/certs"] == 1
+    assert out.returncode == errors.ACCESS_DENIED and server.calls[GENERATE] == 1
     _one_line(out.stderr)
 
 
 def test_join_is_never_retried_and_the_token_is_not_spent(devcluster, tmp_path):
+    """A web API answering the join with 503 (discovery answered like the devcluster's, the auth service reached
+    at its own address for the pin check): one POST, no /v1 retry, the token still works afterwards."""
     bot = devcluster.add_bot()
-    faults = {"GET /v1/cluster/ca": "forward", "GET /v1/ping": "forward", "POST /v1/join": "status:503"}
-    with TlsFaultServer(faults, state_dir=devcluster.state_dir, upstream=devcluster.proxy) as server:
-        out = plugin("login", "--proxy", server.address, "--token", bot["token"], "--ca-pin", bot["ca_pins"][0],
-                     "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(tmp_path / "bot"), "--timeout", "10")
+    find = {"cluster_name": devcluster.cluster_name, "server_version": "17.5.0",
+            "auth": {"signature_algorithm_suite": "balanced-v1"}, "proxy": {"tls_routing_enabled": True}}
+    faults = {"GET /webapi/find": "json:" + json.dumps(find), "POST /webapi/host/credentials": "status:503"}
+    trust = tmp_path / "host-ca.pem"
+    trust.write_text(devcluster.host_ca_pem)
+    with TlsFaultServer(faults, state_dir=devcluster.state_dir) as server:
+        args = join_args(bot)
+        args[args.index("--proxy") + 1] = server.address
+        out = plugin("login", *args, "--auth-server", devcluster.auth_server, "--kube-cluster", KUBE_CLUSTER,
+                     "--data-dir", str(tmp_path / "bot"), "--timeout", "10", env={"SSL_CERT_FILE": str(trust)})
     assert out.returncode == errors.UNAVAILABLE, out.stderr
-    assert server.requests["POST /v1/join"] == 1  # a 5xx on join is not retried: the token may be consumed
-    assert server.requests["GET /v1/cluster/ca"] == 1
+    assert server.requests["POST /webapi/host/credentials"] == 1  # not retried: the token may be consumed
+    assert server.requests["POST /v1/webapi/host/credentials"] == 0  # only a 404 tries the /v1 path
     line = _one_line(out.stderr)
-    assert bot["token"] not in line + out.stdout
+    assert bot["token"] not in line + out.stdout and "may have been used" in line
     assert devcluster.stats()["joins"] == 0
     login(devcluster, tmp_path / "bot", bot=bot)  # the token never reached the server: it still works
 
 
 def test_faults_during_login_are_bounded(devcluster, tmp_path):
     bot = devcluster.add_bot()
-    with TcpFaultProxy(devcluster.proxy, "hang") as proxy:
+    with TcpFaultProxy(devcluster.teleport_proxy, "hang") as proxy:
+        args = join_args(bot)
+        args[args.index("--proxy") + 1] = proxy.address
         start = time.monotonic()
-        out = plugin("login", "--proxy", proxy.address, "--token", bot["token"], "--ca-pin", bot["ca_pins"][0],
-                     "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(tmp_path / "bot"), "--timeout", str(TIMEOUT))
+        out = plugin("login", *args, "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(tmp_path / "bot"),
+                     "--timeout", str(TIMEOUT), env=web_trust(devcluster))
         took = time.monotonic() - start
     assert out.returncode == errors.UNAVAILABLE and took < WALL_BOUND
     assert bot["token"] not in _one_line(out.stderr)

@@ -20,7 +20,7 @@ def test_due_certificate_with_hanging_issuer_returns_quickly(devcluster, tmp_pat
     data = tmp_path / "bot"
     login(devcluster, data)
     cached = cert_of(plugin("credentials", "--data-dir", str(data), "--kube-cluster", KUBE_CLUSTER).stdout)
-    with TcpFaultProxy(devcluster.proxy, "hang") as proxy:
+    with TcpFaultProxy(devcluster.teleport_proxy, "hang") as proxy:
         set_proxy(data, proxy.address)
         for _ in range(3):
             make_due(data)
@@ -39,7 +39,7 @@ def test_due_certificate_with_hanging_issuer_returns_quickly(devcluster, tmp_pat
 def test_nothing_valid_cached_waits_the_full_timeout(devcluster, tmp_path):
     data = tmp_path / "bot"
     login(devcluster, data)
-    with TcpFaultProxy(devcluster.proxy, "hang") as proxy:
+    with TcpFaultProxy(devcluster.teleport_proxy, "hang") as proxy:
         set_proxy(data, proxy.address)
         make_due(data, expired=True)
         start = time.monotonic()
@@ -59,7 +59,7 @@ def test_due_identity_and_due_certificate_give_one_warning_line(devcluster, tmp_
     now = ident.renew_at() + 1  # identity due, certificate (1 h) due and still valid
     assert entry.renew_at < now < entry.expires_at
     monkeypatch.setattr(clock, "now", lambda: now)
-    with TcpFaultProxy(devcluster.proxy, "hang") as proxy:
+    with TcpFaultProxy(devcluster.teleport_proxy, "hang") as proxy:
         set_proxy(data, proxy.address)
         capsys.readouterr()
         start = time.monotonic()
@@ -76,7 +76,7 @@ def test_the_daemon_still_gets_the_full_timeout(devcluster, tmp_path):
     """`start --oneshot` is not kubectl: it waits for the issuer up to --timeout, then fails with exit 6."""
     data = tmp_path / "bot"
     login(devcluster, data)
-    with TcpFaultProxy(devcluster.proxy, "hang") as proxy:
+    with TcpFaultProxy(devcluster.teleport_proxy, "hang") as proxy:
         set_proxy(data, proxy.address)
         start = time.monotonic()
         out = plugin("start", "--oneshot", "--data-dir", str(data), timeout=60)

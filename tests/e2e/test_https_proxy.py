@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from kubectl_teleport import errors
-from tests.plugin_helpers import cert_of, credentials, login, make_due, plugin
+from tests.plugin_helpers import cert_of, credentials, join_args, login, make_due, plugin, web_trust
 
 
 class ConnectProxy:
@@ -75,18 +75,18 @@ def test_login_and_renewal_go_through_https_proxy(devcluster, http_proxy, tmp_pa
     env = {"HTTPS_PROXY": http_proxy.url, "NO_PROXY": ""}
     bot = devcluster.add_bot()
     data = tmp_path / "bot"
-    out = plugin("login", "--proxy", bot["proxy"], "--token", bot["token"], "--ca-pin", bot["ca_pins"][0],
-                 "--kube-cluster", "example-k8s-cluster", "--data-dir", str(data), env=env)
+    out = plugin("login", *join_args(bot), "--kube-cluster", "example-k8s-cluster", "--data-dir", str(data),
+                 env={**env, **web_trust(devcluster)})
     assert out.returncode == 0, out.stderr
-    tunnels = http_proxy.targets[devcluster.proxy]
-    assert tunnels >= 2  # the unverified CA fetch and the verified join
+    tunnels = http_proxy.targets[devcluster.teleport_proxy]
+    assert tunnels >= 3  # the web API (discovery and join), the unverified CA fetch, the first kube certificate
     first = cert_of(credentials(data).stdout)
     make_due(data)
     renewed = plugin("credentials", "--data-dir", str(data), "--kube-cluster", "example-k8s-cluster",
                      env={**env, "KUBERNETES_EXEC_INFO": ""})
     assert renewed.returncode == 0, renewed.stderr
     assert cert_of(renewed.stdout) != first
-    assert http_proxy.targets[devcluster.proxy] == tunnels + 1
+    assert http_proxy.targets[devcluster.teleport_proxy] == tunnels + 1  # one gRPC call, tunnelled
 
 
 def test_no_proxy_bypasses_the_proxy(devcluster, http_proxy, tmp_path):

@@ -21,7 +21,7 @@ from kubectl_teleport.commands import init as initdir
 from kubectl_teleport.errors import PluginError
 from kubectl_teleport.store import acl as fsutil
 from tests.conftest import bin_path
-from tests.plugin_helpers import EXEC_INFO_V1, KUBE_CLUSTER, cert_of, make_due
+from tests.plugin_helpers import EXEC_INFO_V1, KUBE_CLUSTER, cert_of, join_args, make_due, web_trust
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT or not shutil.which("useradd") or not shutil.which("runuser"),
@@ -38,9 +38,10 @@ def _modes(root: Path) -> dict[str, int]:
 def test_state_is_private_whatever_the_umask(devcluster, tmp_path):
     bot = devcluster.add_bot()
     data = tmp_path / "deep" / "er" / "bot"
-    cmd = [str(bin_path("kubectl-teleport")), "login", "--proxy", bot["proxy"], "--token", bot["token"],
-           "--ca-pin", bot["ca_pins"][0], "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data)]
-    out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=lambda: os.umask(0), check=False)
+    cmd = [str(bin_path("kubectl-teleport")), "login", *join_args(bot), "--kube-cluster", KUBE_CLUSTER,
+           "--data-dir", str(data)]
+    out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=lambda: os.umask(0), check=False,
+                         env={**os.environ, **web_trust(devcluster)})
     assert out.returncode == 0, out.stderr
     make_due(data)
     cred = subprocess.run([str(bin_path("kubectl-teleport")), "credentials", "--data-dir", str(data),
@@ -110,17 +111,27 @@ def _preload() -> None:
     """Import everything the plugin may need before the child drops root: the test interpreter may live where
     other users cannot read (e.g. under /root), so the child must not import from disk after setuid."""
     import encodings.idna  # noqa: F401
+    import http.client
 
+    import cryptography.hazmat.primitives.asymmetric.rsa
     import cryptography.hazmat.primitives.serialization  # noqa: F401
     import filelock  # noqa: F401
+    import h2.config
+    import h2.connection
+    import h2.errors
+    import h2.events
+    import h2.exceptions
+    import h2.settings  # noqa: F401
     import httpx
     import platformdirs  # noqa: F401
     import yaml  # noqa: F401
+    from google.protobuf import empty_pb2  # noqa: F401
 
     from kubectl_teleport import cli, entry, pki, policy  # noqa: F401
     from kubectl_teleport.commands import credentials, login, logout, start, status  # noqa: F401
-    from kubectl_teleport.issuer import http, renewal  # noqa: F401
+    from kubectl_teleport.issuer import auth, certs, grpc, http, renewal, teleport, webapi  # noqa: F401
     from kubectl_teleport.outputs import kubeconfig  # noqa: F401
+    from kubectl_teleport.proto import teleport_auth_pb2  # noqa: F401
     from kubectl_teleport.store import datadir, identity, lock  # noqa: F401
     httpx.Client(verify=http.tls_context(None)).close()
 
@@ -216,8 +227,11 @@ def test_reader_reads_credentials_other_user_cannot(devcluster, users):
             in kube_acl and (fsutil.ACL_GROUP_OBJ, 0, fsutil.ACL_UNDEFINED_ID) in kube_acl
         assert os.getxattr(data / "kube", fsutil.ACL_DEFAULT)
         bot = devcluster.add_bot()
-        login = _as(users["bot"], "login", "--proxy", bot["proxy"], "--token", bot["token"], "--ca-pin",
-                    bot["ca_pins"][0], "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data), umask=0)
+        web_ca = base / "web-ca.pem"  # the devcluster's web CA where the bot user can read it
+        web_ca.write_text(Path(devcluster.web_ca_file).read_text())
+        web_ca.chmod(0o644)
+        login = _as(users["bot"], "login", *join_args(bot), "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data),
+                    umask=0, env={"SSL_CERT_FILE": str(web_ca)})
         assert login.returncode == 0, login.stderr
         cred_file = data / "kube" / f"{KUBE_CLUSTER}.cred"
         assert stat.S_IMODE(cred_file.stat().st_mode) == 0o640  # 0600 + the ACL mask (group bits)

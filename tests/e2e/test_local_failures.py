@@ -32,7 +32,17 @@ import yaml
 
 from kubectl_teleport import errors, pki
 from tests.conftest import bin_path
-from tests.plugin_helpers import EXEC_INFO_V1, KUBE_CLUSTER, cert_of, credentials, kubectl_run, login, make_due, plugin
+from tests.plugin_helpers import (
+    EXEC_INFO_V1,
+    KUBE_CLUSTER,
+    cert_of,
+    credentials,
+    join_args,
+    kubectl_run,
+    login,
+    make_due,
+    plugin,
+)
 
 PROG = "kubectl-teleport"
 PROBLEM = {"full": "No space left on device", "ro": "Read-only file system"}
@@ -142,8 +152,12 @@ def run_plugin(*args: str, home: Path | None = None) -> subprocess.CompletedProc
 
 
 def login_args(bot: dict, *extra: str) -> list[str]:
-    return ["login", "--proxy", bot["proxy"], "--token", bot["token"], "--ca-pin", bot["ca_pins"][0],
-            "--kube-cluster", KUBE_CLUSTER, *extra]
+    """A Teleport login (the devcluster's web CA must be trusted: `trust_web`)."""
+    return ["login", *join_args(bot), "--kube-cluster", KUBE_CLUSTER, *extra]
+
+
+def trust_web(monkeypatch: pytest.MonkeyPatch, devcluster) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", devcluster.web_ca_file)
 
 
 def dead_pid() -> int:
@@ -320,7 +334,8 @@ LOGIN_CASES = {
 
 
 @pytest.mark.parametrize("name", list(LOGIN_CASES))
-def test_login_local_problem_is_reported_before_the_token_is_spent(devcluster, tmp_path, tmpfs, name):
+def test_login_local_problem_is_reported_before_the_token_is_spent(devcluster, tmp_path, tmpfs, name, monkeypatch):
+    trust_web(monkeypatch, devcluster)
     case = LOGIN_CASES[name](devcluster, tmp_path, tmpfs)
     bot = devcluster.add_bot()  # a new, unused token
     before = counters(devcluster)
@@ -421,7 +436,8 @@ def test_renewals_killed_at_random_moments_leave_no_temp_file_after_the_next_cal
 
 # 7: a symlinked ~/.kube/config --------------------------------------------------------------------------------
 
-def test_merge_writes_through_a_symlinked_kube_config(devcluster, kubectl, tmp_path):
+def test_merge_writes_through_a_symlinked_kube_config(devcluster, kubectl, tmp_path, monkeypatch):
+    trust_web(monkeypatch, devcluster)
     home = tmp_path / "home"
     target = home / "dotfiles" / "kubeconfig"
     target.parent.mkdir(parents=True)

@@ -25,7 +25,7 @@ spec:
 """
 
 
-def test_kube_ls_lists_what_the_roles_grant(devcluster, tmp_path):
+def test_kube_ls_shows_each_cluster_with_what_teleport_put_in_its_certificate(devcluster, tmp_path):
     role = tmp_path / "role.yaml"
     role.write_text(DEV_ONLY_ROLE)
     devcluster.admin("create", "-f", str(role))
@@ -33,16 +33,21 @@ def test_kube_ls_lists_what_the_roles_grant(devcluster, tmp_path):
     devcluster.admin("kube", "add", "prod-cluster", "--labels", "env=prod")
     data = tmp_path / "bot"
     login(devcluster, data, bot=devcluster.add_bot("devbot", roles="dev-only"))
+    assert credentials(data, SECOND).returncode == 0  # issued on first use: the role grants env=dev
+    denied = credentials(data, "prod-cluster")
+    assert denied.returncode == errors.ACCESS_DENIED, denied.stderr  # not granted: Teleport refuses
     text = plugin("kube", "ls", "--data-dir", str(data))
     assert text.returncode == 0, text.stderr
-    rows = [line.split() for line in text.stdout.strip().splitlines()]
-    assert rows[0] == ["NAME", "USERS", "GROUPS", "LABELS", "LOGGED", "IN"]
-    assert sorted(rows[1:]) == [[KUBE_CLUSTER, "alice", "example", "env=dev", "yes"],
-                                [SECOND, "alice", "example", "env=dev", "no"]]
-    listed = json.loads(plugin("kube", "ls", "--data-dir", str(data), "-o", "json").stdout)["clusters"]
-    assert {c["name"] for c in listed} == {KUBE_CLUSTER, SECOND}  # prod-cluster is not granted
-    denied = credentials(data, "prod-cluster")
-    assert denied.returncode == errors.ACCESS_DENIED
+    lines = text.stdout.strip().splitlines()
+    assert lines[0].startswith(f"Teleport cluster {devcluster.cluster_name} ") and "generation 1" in lines[0]
+    assert "version 17." in lines[0] and "bot devbot" in lines[0]
+    rows = [line.split() for line in lines[1:4]]
+    assert rows[0] == ["NAME", "ROLES", "USERS", "GROUPS", "CERTIFICATE", "VALID", "UNTIL"]
+    assert sorted(r[:4] for r in rows[1:]) == [[KUBE_CLUSTER, "dev-only", "alice", "example"],
+                                               [SECOND, "dev-only", "alice", "example"]]
+    report = json.loads(plugin("kube", "ls", "--data-dir", str(data), "-o", "json").stdout)
+    assert {c["name"] for c in report["clusters"]} == {KUBE_CLUSTER, SECOND}
+    assert report["teleport"]["roles"] == ["dev-only"] and report["teleport"]["bot_instance_id"]
 
 
 def test_login_with_several_clusters_gives_each_its_context_and_cache(devcluster, kubectl, tmp_path):

@@ -40,7 +40,7 @@ def test_static_destination_works_with_kubectl_and_is_private(devcluster, kubect
     assert sorted(p.name for p in dest.iterdir()) == sorted(FILES)
     assert mode(dest) == 0o700 and all(mode(dest / f) == 0o600 for f in FILES)
     who = assert_pair(dest)
-    assert who.username == "alice" and who.kube_cluster == KUBE_CLUSTER
+    assert who.username == "bot-robot" and who.kube_users == ["alice"] and who.kube_cluster == KUBE_CLUSTER
     doc = yaml.safe_load((dest / "kubeconfig.yaml").read_text())
     user = doc["users"][0]["user"]
     assert "exec" not in user

@@ -3,6 +3,7 @@ kubernetes client."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -18,11 +19,13 @@ from tests.plugin_helpers import (
     credentials,
     edit_exec,
     hit_imports,
+    join_args,
     kubectl_run,
     login,
     make_due,
     plugin,
     python_of,
+    web_trust,
 )
 
 
@@ -58,8 +61,10 @@ def test_kubeconfig_exec_stanza_is_what_kubectl_needs(devcluster, tmp_path):
     assert exec_["args"] == ["credentials", "--data-dir", str(data), "--kube-cluster", KUBE_CLUSTER]
     assert exec_["installHint"]
     cluster = doc["clusters"][0]["cluster"]
-    assert cluster["server"] == devcluster.kube_server
-    assert cluster["tls-server-name"] and cluster["certificate-authority-data"]
+    # TLS routing: the proxy's own address; the SNI picks the Kubernetes route; the CA is the host CA
+    assert cluster["server"] == f"https://{devcluster.teleport_proxy}"
+    assert cluster["tls-server-name"] == "kube-teleport-proxy-alpn.teleport.cluster.local"  # an IP proxy
+    assert base64.b64decode(cluster["certificate-authority-data"]).decode() == devcluster.host_ca_pem
 
 
 def test_v1beta1_exec_stanza_works(devcluster, kubectl, tmp_path):
@@ -97,9 +102,8 @@ def test_merge_keeps_other_contexts(devcluster, kubectl, tmp_path):
              "preferences": {}}
     existing.write_text(yaml.safe_dump(other))
     bot = devcluster.add_bot()
-    out = plugin("login", "--proxy", bot["proxy"], "--token", bot["token"], "--ca-pin", bot["ca_pins"][0],
-                 "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(tmp_path / "bot"), "--merge",
-                 env={"KUBECONFIG": f"{existing}{os.pathsep}{tmp_path / 'second'}"})
+    out = plugin("login", *join_args(bot), "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(tmp_path / "bot"),
+                 "--merge", env={"KUBECONFIG": f"{existing}{os.pathsep}{tmp_path / 'second'}", **web_trust(devcluster)})
     assert out.returncode == 0, out.stderr
     doc = yaml.safe_load(existing.read_text())
     names = {c["name"] for c in doc["contexts"]}
@@ -146,8 +150,8 @@ def test_concurrent_calls_on_uncached_cluster_issue_once(devcluster, tmp_path):
 def test_wrong_pin_sends_no_token_and_token_still_works(devcluster, tmp_path):
     bot = devcluster.add_bot()
     wrong = "sha256:" + "0" * 64
-    out = plugin("login", "--proxy", bot["proxy"], "--token", bot["token"], "--ca-pin", wrong,
-                 "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(tmp_path / "bot"))
+    out = plugin("login", *join_args(bot, pin=False), "--ca-pin", wrong, "--kube-cluster", KUBE_CLUSTER,
+                 "--data-dir", str(tmp_path / "bot"), env=web_trust(devcluster))
     assert out.returncode == errors.TRUST
     assert wrong in out.stderr and devcluster.ca_pin in out.stderr
     assert bot["token"] not in out.stderr + out.stdout

@@ -8,7 +8,7 @@ import json
 
 from kubectl_teleport import pki
 from tests.e2e.test_bad_input import pem_bodies
-from tests.plugin_helpers import KUBE_CLUSTER, make_due, plugin
+from tests.plugin_helpers import KUBE_CLUSTER, ROLE, make_due, plugin, web_trust
 
 
 def test_no_secret_in_any_output_or_log(devcluster, tmp_path):
@@ -20,7 +20,7 @@ def test_no_secret_in_any_output_or_log(devcluster, tmp_path):
     served: list[str] = []
 
     def run(what: str, *args: str, env: dict | None = None, stdout_has_secrets: bool = False):
-        out = plugin(*args, env=env)
+        out = plugin(*args, env={**web_trust(devcluster), **(env or {})})
         outputs.append((f"{what} stderr", out.stderr))
         if stdout_has_secrets:
             served.append(out.stdout)
@@ -28,8 +28,8 @@ def test_no_secret_in_any_output_or_log(devcluster, tmp_path):
             outputs.append((f"{what} stdout", out.stdout))
         return out
 
-    login = ["--proxy", bot["proxy"], "--ca-pin", bot["ca_pins"][0], "--kube-cluster", KUBE_CLUSTER,
-             "--data-dir", str(data)]
+    login = ["--proxy", bot["teleport_proxy"], "--ca-pin", bot["ca_pins"][0], "--role", ROLE,
+             "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data)]
     assert run("login", "login", "--token", bot["token"], *login).returncode == 0
     secrets |= set(pem_bodies(data))
     cred = ["credentials", "--data-dir", str(data), "--kube-cluster", KUBE_CLUSTER]
@@ -42,8 +42,8 @@ def test_no_secret_in_any_output_or_log(devcluster, tmp_path):
         assert run(f"kube ls {fmt}", "kube", "ls", "--data-dir", str(data), "-o", fmt).returncode == 0
     # errors: a used token, a wrong pin with a fresh token, an unknown cluster, an expired cache with no issuer
     assert run("login reused token", "login", "--token", bot["token"], *login).returncode != 0
-    wrong_pin = ["--proxy", bot["proxy"], "--ca-pin", "sha256:" + "1" * 64, "--kube-cluster", KUBE_CLUSTER,
-                 "--data-dir", str(tmp_path / "other")]
+    wrong_pin = ["--proxy", bot["teleport_proxy"], "--ca-pin", "sha256:" + "1" * 64, "--role", ROLE,
+                 "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(tmp_path / "other")]
     assert run("login wrong pin", "login", "--token", other["token"], *wrong_pin).returncode != 0
     assert run("login token in env", "login", *wrong_pin,
                env={"KUBECTL_TELEPORT_TOKEN": other["token"]}).returncode != 0
@@ -54,7 +54,7 @@ def test_no_secret_in_any_output_or_log(devcluster, tmp_path):
     assert run("logout", "logout", "--data-dir", str(data)).returncode == 0
     devcluster.stop()
     log = devcluster.log()
-    assert "POST /v1/join" in log or "join" in log  # the log is real and has requests in it
+    assert "host/credentials" in log or "join" in log  # the log is real and has requests in it
     outputs.append(("devcluster log", log))
 
     assert len(secrets) > 10

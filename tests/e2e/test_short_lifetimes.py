@@ -24,7 +24,7 @@ from kubectl_teleport import cache, clock, errors, pki
 from kubectl_teleport.errors import IdentityRejected
 from kubectl_teleport.store import identity
 from kubectl_teleport.store.datadir import IDENTITY, DataDir
-from tests.plugin_helpers import KUBE_CLUSTER, credentials, kubectl_run, login, make_due, plugin
+from tests.plugin_helpers import KUBE_CLUSTER, credentials, join_args, kubectl_run, login, make_due, plugin, web_trust
 
 SHORT_ROLE = """\
 kind: role
@@ -120,8 +120,8 @@ def test_clock_difference_with_the_server_still_gives_a_cached_usable_certificat
 def test_too_short_ttl_is_refused_before_the_token_is_spent(devcluster, tmp_path):
     bot = devcluster.add_bot()
     data = tmp_path / "bot"
-    out = plugin("login", "--proxy", bot["proxy"], "--token", bot["token"], "--ca-pin", bot["ca_pins"][0],
-                 "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data), "--ttl", "30s")
+    out = plugin("login", *join_args(bot), "--kube-cluster", KUBE_CLUSTER, "--data-dir", str(data), "--ttl", "30s",
+                 env=web_trust(devcluster))
     assert out.returncode == errors.USAGE, out.stderr
     assert out.stdout == ""
     [line] = out.stderr.strip().splitlines()

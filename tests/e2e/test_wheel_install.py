@@ -26,7 +26,7 @@ from filelock import FileLock
 
 from kubectl_teleport import launcher
 from tests.e2e.test_install import copy_checkout
-from tests.plugin_helpers import EXEC_INFO_V1, HOT_PATH, KUBE_CLUSTER, hit_imports, python_of
+from tests.plugin_helpers import EXEC_INFO_V1, HOT_PATH, KUBE_CLUSTER, hit_imports, join_args, python_of, web_trust
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = re.search(r'^__version__ = "([^"]+)"', (REPO / "kubectl_teleport" / "__init__.py").read_text(), re.M)[1]
@@ -185,9 +185,9 @@ def test_login_writes_the_install_s_launcher_and_a_hit_runs_only_the_hot_path(
         installed: Installed, devcluster, tmp_path: Path) -> None:
     bot = devcluster.add_bot()
     data = tmp_path / "bot"
-    env = clean_env(PATH=f"{installed.command.parent}{os.pathsep}{os.environ['PATH']}")
-    run(["kubectl-teleport", "login", "--proxy", bot["proxy"], "--token", bot["token"], "--ca-pin",
-         bot["ca_pins"][0], "--kube-cluster", KUBE_CLUSTER, "--data-dir", data], env=env, cwd=tmp_path)
+    env = clean_env(PATH=f"{installed.command.parent}{os.pathsep}{os.environ['PATH']}", **web_trust(devcluster))
+    run(["kubectl-teleport", "login", *join_args(bot), "--kube-cluster", KUBE_CLUSTER, "--data-dir", data], env=env,
+        cwd=tmp_path)
     exec_ = yaml.safe_load((data / "kubeconfig.yaml").read_text())["users"][0]["user"]["exec"]
     assert exec_["command"] == str(installed.launcher)  # absolute, in the venv: not the link, not a shim
     assert exec_["args"] == ["credentials", "--data-dir", str(data), "--kube-cluster", KUBE_CLUSTER]
