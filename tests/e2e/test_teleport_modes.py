@@ -6,6 +6,7 @@ client through the plugin, a Kubernetes certificate renewed, the identity renewe
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -83,3 +84,34 @@ def test_a_proxy_without_tls_routing_needs_the_auth_server(devcluster_factory, k
     assert pods.returncode == 0, pods.stderr
     make_due(data)
     assert credentials(data).returncode == 0  # renewed straight from the auth server
+
+
+def test_a_hundred_callers_with_the_identity_due_renew_it_once(devcluster, tmp_path):
+    """100 kubectl calls at once, the cached certificate expired and the identity due (the plugin's clock shifted
+    into its renewal window): one identity renewal, one Kubernetes certificate, the same bytes for all."""
+    import os
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench.soak import EXEC_INFO, command
+
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    ident = identity.load(DataDir(data))
+    offset = ident.renew_at() - time.time() + 5
+    make_due(data, expired=True)
+    before = devcluster.stats()
+    env = {**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO}
+
+    def call(_: int) -> subprocess.CompletedProcess:
+        return subprocess.run(command("credentials", data, offset), capture_output=True, text=True, env=env,
+                              timeout=120, check=False)
+
+    with ThreadPoolExecutor(100) as pool:
+        results = list(pool.map(call, range(100)))
+    assert [r.returncode for r in results] == [0] * 100, [r.stderr for r in results if r.returncode][:3]
+    assert len({json.loads(r.stdout)["status"]["clientCertificateData"] for r in results}) == 1
+    after = devcluster.stats()
+    assert after["identity_renewals"] == before["identity_renewals"] + 1
+    assert after["kube_certs_issued"] == before["kube_certs_issued"] + 1
+    assert identity.load(DataDir(data)).generation == ident.generation + 1
