@@ -4,13 +4,15 @@ kubectl runs `kubectl-teleport credentials` on every call, so its start-up is th
 console-script wrapper starts the interpreter with `site` and imports `re` (1.6x a bare start), and pip's wheel
 installer rewrites a data script's `#!python -IS` to `#!<venv python>` without the flags. So the wheel ships
 `scripts/kubectl-teleport` as a data script that installers copy as it is: a POSIX sh script that is a Python
-program too. Its sh lines `exec` the interpreter of the install with `-IS` on the same file: in a venv (pip, pipx,
-install.sh) the venv's `python` beside the script at once; otherwise, after following a symlinked `$0` (pipx links
-its apps into ~/.local/bin), the `python3.X` whose site-packages holds the package. Its Python lines load the
-hot path's modules from that site-packages by the standard loader (no search of sys.path), run `entry.main`, and
-after a cache hit leave with `_exit` (the answer went out in one `write`; the interpreter's teardown costs ~1 ms).
-A hit costs ~0.85-0.89x the venv's `python -I -c pass` (docs/design.md "Launcher"). Paths that need third-party
-libraries call `site.main()` first (sitepath.py), so `.pth` files and everything else `site` does apply there.
+program too. Its sh lines `exec` the interpreter of the install with `-IS` on the same file: in a venv (pip, pipx)
+the venv's `python` beside the script at once; otherwise, after following a symlinked `$0` (pipx links its apps
+into ~/.local/bin), the `python3.X` whose site-packages holds the package. install.sh, which knows the
+interpreter, points the `#!` line at the venv's `python -IS` instead, so the kernel starts Python directly. The
+Python lines load the hot path's modules from the interpreter's site-packages by the standard loader (no search
+of sys.path), run `entry.main`, and after a cache hit leave with `_exit` (the answer went out in one `write`; the
+interpreter's teardown costs ~1 ms). A hit costs ~0.86x (pip) to ~0.9x (pipx) of the venv's `python -I -c pass`,
+~0.8x after install.sh (docs/design.md "Launcher"). Paths that need third-party libraries call `site.main()`
+first (sitepath.py), so `.pth` files and everything else `site` does apply there.
 
 This module mirrors the script's choice of interpreter for the code that must know it: `init` (can the bot and
 reader users run it?), the hot-path import test and the bench (they run it under `-v`), `plugin_command`.
@@ -74,7 +76,8 @@ def resolve(path: str) -> str:
 
 def interpreter(path: str) -> list[str] | None:
     """The command a `kubectl-teleport` at `path` starts Python with, before the script and its arguments:
-    `[python, "-IS"]` for the launcher (the interpreter it would choose), the `#!` line's words for any other
+    `[python, "-IS"]` for the launcher (the interpreter it would choose; `[python3.X]` for a --user install, which
+    needs its site), the `#!` line's words for any other
     script (pip's console-script wrapper, an older `#!<python> -IS` launcher); None when neither applies."""
     if is_launcher(path) and _head(path)[0].strip() == SH:
         here = os.path.dirname(resolve(path))
@@ -88,7 +91,7 @@ def interpreter(path: str) -> list[str] | None:
                 return [beside, *HOT_FLAGS]
         on_path = found and shutil.which(os.path.basename(found[-1].split("/site-packages/")[0]))
         if on_path:
-            return [on_path, *HOT_FLAGS]
+            return [on_path]  # pip install --user: with site (the user site)
         python3 = shutil.which("python3")
         return [python3] if python3 else None
     try:

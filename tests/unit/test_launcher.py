@@ -51,10 +51,13 @@ def make_prefix(root: Path, *, interpreter: bool = True, venv: bool = False) -> 
     return root / "bin" / "kubectl-teleport"
 
 
-def run(argv: list[str], *, cwd: Path | None = None, path: str | None = None) -> subprocess.CompletedProcess:
+def run(argv: list[str], *, cwd: Path | None = None, path: str | None = None,
+        userbase: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     if path is not None:
         env["PATH"] = path
+    if userbase is not None:
+        env["PYTHONUSERBASE"] = str(userbase)
     return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=30, check=False)
 
 
@@ -167,15 +170,19 @@ def test_no_fork_unless_it_is_a_symlink(prefix: Path, tmp_path: Path) -> None:
     assert calls.read_text().split() == ["--", str(tmp_path / "link")]
 
 
-def test_without_an_interpreter_beside_it_uses_the_same_version_on_path(tmp_path: Path) -> None:
-    """pip install --user: ~/.local/bin/kubectl-teleport, ~/.local/lib/pythonX.Y/site-packages, python on PATH."""
+def test_without_an_interpreter_beside_it_uses_the_same_version_on_path(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip install --user: ~/.local/bin/kubectl-teleport, ~/.local/lib/pythonX.Y/site-packages (the user site),
+    the same Python version on PATH, started with its site."""
     script = make_prefix(tmp_path / "user", interpreter=False)
     pybin = tmp_path / "pybin"
     pybin.mkdir()
     (pybin / VERSION).symlink_to(REAL_PYTHON)
-    got = started(run([str(script), "a"], path=f"{pybin}:/usr/bin:/bin"))
-    assert got["exe"] == str(pybin / VERSION) and (got["isolated"], got["no_site"]) == (1, 1)
-    assert got["argv"] == ["a"]
+    got = started(run([str(script), "a"], path=f"{pybin}:/usr/bin:/bin", userbase=tmp_path / "user"))
+    assert got["exe"] == str(pybin / VERSION) and (got["isolated"], got["no_site"]) == (0, 0)
+    assert got["argv"] == ["a"] and got["modules"] == HOT_PATH
+    monkeypatch.setenv("PATH", f"{pybin}:/usr/bin:/bin")
+    assert launcher.interpreter(str(script)) == [str(pybin / VERSION)]
 
 
 def test_no_interpreter_at_all_is_one_line_and_exit_127(tmp_path: Path) -> None:
