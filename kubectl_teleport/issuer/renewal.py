@@ -166,6 +166,10 @@ def issue_kube_cert(dd: DataDir, cfg: Config, cluster: str, deadline: http.Deadl
                                           roles=cfg.roles, cluster_name=cfg.cluster_name, kube_cluster=cluster,
                                           deadline=deadline)
         entry = store_kube_cert(dd, cluster, certs.tls, pki.private_key_pem(key), clock.now(), room)
+        try:  # for destinations' key-cert.pub; written after the entry, matched to its key by the reader
+            dd.write_ssh_cert(cluster, certs.ssh)
+        except OSError:
+            pass
         return entry, kube_identity_info(certs.tls)
 
 

@@ -1,13 +1,20 @@
 """tbot-compatible file outputs (`--destination DIR` on `login` and `start`) for applications that read files.
 
-Layout of a destination (every file 0600, directories 0700, each written atomically; see docs/cli.md):
+Layout of a destination: tbot's Kubernetes output file set, with tbot's names and formats (teleport-wire.md §5),
+so a program that reads a tbot destination reads ours unchanged (every file 0600, directories 0700, each
+written atomically, which tbot does not; see docs/cli.md):
 
-    DIR/tlscert            the default cluster's Kubernetes client certificate (PEM)
-    DIR/key                its private key (PEM)
-    DIR/tlscacerts         the CA certificates of its Kubernetes endpoint (PEM)
-    DIR/identity           key, certificate and CAs in one file: a pair that always matches
-    DIR/kubeconfig.yaml    one context per cluster (`<teleport-cluster>-<kube-cluster>`), current: the default
-    DIR/clusters/<name>/   with several clusters, the same five files for each cluster
+    DIR/identity              Teleport's identity file: key PEM, SSH certificate line (when there is one), TLS
+                              certificate PEM, `@cert-authority` lines, TLS CA PEMs: a pair that always matches
+    DIR/tlscert               the default cluster's Kubernetes client certificate (PEM)
+    DIR/key                   its private key (PEM: PKCS#1 for RSA, PKCS#8 for ECDSA)
+    DIR/key.pub               the key's public half, an authorized_keys line
+    DIR/key-cert.pub          the SSH certificate issued with the key (only when the issuer returned one)
+    DIR/teleport-host-ca.crt  the Teleport host CA(s): what the Kubernetes endpoint presents (PEM)
+    DIR/teleport-user-ca.crt  the Teleport user CA(s): the issuer of tlscert (PEM)
+    DIR/kubeconfig.yaml       one context per cluster (`<teleport-cluster>-<kube-cluster>`), current: the default
+    DIR/clusters/<name>/      with several clusters, the same file set for each cluster (tbot has one cluster per
+                              destination; the top-level files are the default cluster's, as tbot's would be)
 
 The default cluster is the first `--kube-cluster` of the login that set up the destination, so adding a
 cluster later never moves the files an application already reads. kubeconfig.yaml runs this plugin (`exec`,
@@ -32,7 +39,9 @@ from ..store import files
 from ..store.datadir import DataDir
 from . import kubeconfig
 
-FILES = ("tlscert", "key", "tlscacerts", "identity", "kubeconfig.yaml")
+FILES = ("identity", "tlscert", "key", "key.pub", "key-cert.pub", "teleport-host-ca.crt", "teleport-user-ca.crt",
+         "kubeconfig.yaml")
+LEGACY = ("tlscacerts",)  # written before the tbot file set; removed on the next write and by logout
 CLUSTERS_DIR = "clusters"
 
 
@@ -46,6 +55,9 @@ class Material:
     ca_pems: list[str]
     server: str
     tls_server_name: str
+    ssh_cert: str = ""  # the SSH certificate issued with key_pem ("" when none or not for this key)
+    user_ca_pems: list[str] | None = None
+    ssh_ca_lines: list[str] | None = None
 
 
 def check_destination(dd: DataDir, dest: Path) -> Path:
@@ -83,8 +95,48 @@ def material(dd: DataDir, cfg: Config, name: str) -> Material | None:
         return None
     status = json.loads(entry.status)
     info = cfg.cluster(name)
-    return Material(name, status["clientCertificateData"], status["clientKeyData"], info.ca_pems or cfg.ca_pems,
-                    info.server or cfg.kube_server, info.tls_server_name or cfg.kube_tls_server_name)
+    key_pem = status["clientKeyData"]
+    host = [p for p in cfg.tls_ca_pems if _norm(p) in {_norm(h) for h in cfg.ca_pems}]
+    user = [p for p in cfg.tls_ca_pems if p not in host]
+    return Material(name, status["clientCertificateData"], key_pem, info.ca_pems or cfg.ca_pems,
+                    info.server or cfg.kube_server, info.tls_server_name or cfg.kube_tls_server_name,
+                    ssh_cert=_matching_ssh_cert(dd.read_ssh_cert(name), key_pem),
+                    user_ca_pems=user or list(cfg.tls_ca_pems), ssh_ca_lines=_ssh_ca_lines(cfg, host))
+
+
+def _norm(pem: str) -> str:
+    return "".join(pem.split())
+
+
+def _matching_ssh_cert(line: str, key_pem: str) -> str:
+    """The SSH certificate line when it certifies `key_pem` ("" otherwise: one left from an earlier key)."""
+    if not line:
+        return ""
+    from cryptography.hazmat.primitives import serialization
+
+    from .. import pki
+
+    try:
+        cert = serialization.load_ssh_public_identity(line.encode())
+        key = pki.load_private_key(key_pem)
+        if isinstance(cert, serialization.SSHCertificate) and pki.public_keys_equal(cert.public_key(), key):
+            return line.strip()
+    except (ValueError, TypeError):
+        pass
+    return ""
+
+
+def _ssh_ca_lines(cfg: Config, host_tls: list[str]) -> list[str]:
+    """The identity file's `@cert-authority` lines (known_hosts format): the SSH host CA(s) of the join.
+
+    config.json keeps the SSH CAs in the order of the TLS ones (user CA(s), then host CA(s)); when the lists
+    pair up, only the host ones are written, as Teleport does; otherwise every line."""
+    lines = [c.strip() for c in cfg.ssh_ca_certs if c.strip()]
+    if len(lines) == len(cfg.tls_ca_pems) and host_tls:
+        lines = [line for line, tls in zip(lines, cfg.tls_ca_pems, strict=True) if tls in host_tls]
+    name = cfg.cluster_name
+    return [line if line.startswith("@cert-authority") else f"@cert-authority {name},*.{name} {line} type=host"
+            for line in lines]
 
 
 def _kubeconfig(dd: DataDir, cfg: Config, items: list[Material], static: bool) -> bytes:
@@ -120,17 +172,36 @@ def _put(directory: files.Dir, name: str, data: bytes) -> bool:
     return True
 
 
+def file_set(m: Material, kubeconfig_yaml: bytes) -> list[tuple[str, bytes | None]]:
+    """tbot's Kubernetes output files for one cluster, in write order (None: the file must not be there).
+
+    identity first (always a matching pair), the CAs, then the key before what certifies it, the kubeconfig
+    last."""
+    from .. import pki
+
+    public_line = pki.ssh_public_key_line(pki.load_private_key(m.key_pem)).strip()
+    identity = _pem(m.key_pem, *([m.ssh_cert] if m.ssh_cert else []), m.cert_pem, *(m.ssh_ca_lines or []),
+                    *m.ca_pems)
+    return [("identity", identity),
+            ("teleport-host-ca.crt", _pem(*m.ca_pems)),
+            ("teleport-user-ca.crt", _pem(*(m.user_ca_pems or m.ca_pems))),
+            ("key", _pem(m.key_pem)), ("key.pub", _pem(public_line)),
+            ("key-cert.pub", _pem(m.ssh_cert) if m.ssh_cert else None),
+            ("tlscert", _pem(m.cert_pem)),
+            ("kubeconfig.yaml", kubeconfig_yaml)]
+
+
 def _write_set(path: Path, dd: DataDir, cfg: Config, items: list[Material], static: bool) -> bool:
-    """The five files for items[0] (kubeconfig.yaml with every item); True when any file changed."""
-    m = items[0]
+    """The file set for items[0] (kubeconfig.yaml with every item); True when any file changed."""
     changed = False
     with files.Dir.open(path, create=True) as directory:
-        # identity first (always a matching pair), then key before certificate, the kubeconfig last
-        for name, data in (("tlscacerts", _pem(*m.ca_pems)),
-                           ("identity", _pem(m.key_pem, m.cert_pem, *m.ca_pems)),
-                           ("key", _pem(m.key_pem)), ("tlscert", _pem(m.cert_pem)),
-                           ("kubeconfig.yaml", _kubeconfig(dd, cfg, items, static))):
-            changed |= _put(directory, name, data)
+        for name, data in file_set(items[0], _kubeconfig(dd, cfg, items, static)):
+            if data is None:
+                changed |= directory.unlink(name)
+            else:
+                changed |= _put(directory, name, data)
+        for name in LEGACY:
+            changed |= directory.unlink(name)
         directory.remove_stale_temps()
     return changed
 
@@ -196,7 +267,8 @@ def write_destination(dd: DataDir, cfg: Config, dest: Path, *, static: bool = Fa
     item = add(dd, cfg, dest, static=static, default=default)
     _, missing = write(dd, cfg, item)
     kind = "static kubeconfig" if static else "exec kubeconfig"
-    out = [f"Wrote tlscert, key, tlscacerts, identity and kubeconfig.yaml ({kind}) to {item.path}; "
+    out = [f"Wrote tbot's Kubernetes output files (identity, tlscert, key, ..., kubeconfig.yaml; {kind}) to "
+           f"{item.path}; "
            "`kubectl-teleport start` keeps them renewed"]
     if missing:
         out.append(f"No certificate cached yet for {', '.join(missing)}: not in {item.path} until issued")
@@ -209,7 +281,7 @@ def remove(dest: Path) -> list[str]:
     for directory in [*sorted((dest / CLUSTERS_DIR).glob("*")), dest / CLUSTERS_DIR, dest]:
         if directory.is_symlink() or not directory.is_dir():
             continue
-        for name in FILES:
+        for name in (*FILES, *LEGACY):
             target = directory / name
             if target.is_file() and not target.is_symlink():
                 target.unlink()

@@ -8,6 +8,8 @@ Layout (see docs/design.md):
       identity.pending.json     a renewal's new key, persisted before asking (0600, only mid-renewal)
       lock                      the identity's lock file (flock; never a data file; never removed)
       kube/<cluster>.cred       per-cluster credential cache, format in cache.py (0600)
+      kube/<cluster>.sshcert    the SSH certificate issued with that entry's key, if any (0600; readers check
+                                that its key is the entry's: it is written after the entry)
       kubeconfig.yaml           the standalone kubeconfig login writes by default (0600)
       .<name>.<pid>.tmp         a writer's temp file (removed when its writer is dead)
 
@@ -32,6 +34,7 @@ CONFIG, IDENTITY, PENDING, LOCK, KUBE, KUBECONFIG = (
     "config.json", "identity.pem", "identity.pending.json", "lock", "kube", "kubeconfig.yaml")
 OWNED = (CONFIG, IDENTITY, PENDING, KUBECONFIG)  # files logout removes (the lock stays)
 ENTRY_SUFFIX = ".cred"
+SSH_CERT_SUFFIX = ".sshcert"
 PATH_MAX, NAME_MAX = 4096, 255
 
 
@@ -215,6 +218,24 @@ class DataDir:
         """Room for the cluster's next cache entry (made before asking the server for its certificate)."""
         return _reserve_in(self.kube(create=True), self.entry_name(cluster))
 
+    def write_ssh_cert(self, cluster: str, line: str) -> None:
+        """Keep the SSH certificate the cluster's certificate came with (atomically; empty: remove it)."""
+        name = check_cluster_name(cluster) + SSH_CERT_SUFFIX
+        with self.kube(create=True) as kube:
+            if line.strip():
+                kube.write(name, line.strip().encode() + b"\n")
+            else:
+                kube.unlink(name)
+
+    def read_ssh_cert(self, cluster: str) -> str:
+        """The SSH certificate line kept for the cluster ("" when none)."""
+        try:
+            with self.kube() as kube:
+                data = kube.read(check_cluster_name(cluster) + SSH_CERT_SUFFIX, 1 << 16)
+        except (OSError, UnsafeState):
+            return ""
+        return data.decode("utf-8", "replace").strip()
+
     def entry_clusters(self) -> list[str]:
         """Clusters with a cache entry (sorted)."""
         try:
@@ -248,7 +269,7 @@ class DataDir:
         if os.path.lexists(self.kube_dir):
             with self.kube() as kube:
                 for name in kube.names():
-                    if (name.endswith(ENTRY_SUFFIX) or name in kube.temps()) and kube.unlink(name):
+                    if (name.endswith((ENTRY_SUFFIX, SSH_CERT_SUFFIX)) or name in kube.temps()) and kube.unlink(name):
                         removed.append(f"{KUBE}/{name}")
             with self.open() as root:
                 try:

@@ -11,10 +11,11 @@ import yaml
 
 from kubectl_teleport import errors, pki
 from kubectl_teleport.config import Destination
+from kubectl_teleport.outputs import destination
 from kubectl_teleport.store.datadir import DataDir
 from tests.plugin_helpers import KUBE_CLUSTER, cert_of, credentials, kubectl_run, login, make_due, plugin
 
-FILES = ("tlscert", "key", "tlscacerts", "identity", "kubeconfig.yaml")
+FILES = destination.FILES
 SECOND = "second-cluster"
 
 
@@ -29,7 +30,7 @@ def assert_pair(directory: Path) -> pki.Identity:
     ident = (directory / "identity").read_text()
     assert pki.public_keys_equal(pki.load_private_key(ident).public_key(), cert.public_key())
     assert pki.load_certs(ident)[0] == cert
-    assert pki.load_certs((directory / "tlscacerts").read_text())
+    assert pki.load_certs((directory / "teleport-host-ca.crt").read_text())
     return pki.identity_of(cert)
 
 
