@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--kubectl", metavar="PATH", help="kubectl binary (default: from PATH)")
     demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
+    doctor = sub.add_parser("doctor", help="check everything a kubectl call depends on, one line per check")
+    doctor.add_argument("--data-dir")
+    doctor.add_argument("--kubeconfig", metavar="PATH", help="the kubeconfig to check (default: login's)")
+    doctor.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
     completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
     completion.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete for")
     return p
@@ -138,7 +143,7 @@ def _seconds(limit: float) -> Callable[[str], float]:
 COMMANDS = {
     "login": "login", "credentials": "credentials", "status": "status", "logout": "logout",
     "kube ls": "kube", "init": "init", "start": "start", "systemd-unit": "systemd_unit", "demo": "demo",
-    "kubeconfig": "kubeconfig_cmd", "completion": "completion",
+    "kubeconfig": "kubeconfig_cmd", "completion": "completion", "doctor": "doctor",
 }
 
 

@@ -1,0 +1,172 @@
+"""`kubectl-teleport doctor`: a healthy setup is all ok (exit 0); each thing broken on purpose is named, with the
+plugin's usual exit code when it is a problem, and no key or certificate body is ever printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubectl_teleport import errors
+from tests.conftest import bin_path
+from tests.plugin_helpers import KUBE_CLUSTER, credentials, edit_exec, login, make_due, plugin, web_trust
+
+
+def doctor(dc, data: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict[str, dict]]:
+    """Run doctor -o json; its rows by check name (the exec rows by their prefix)."""
+    out = plugin("doctor", "--data-dir", str(data), "-o", "json", *extra, env=web_trust(dc))
+    assert out.stdout, out.stderr
+    report = json.loads(out.stdout)
+    assert report["exit_code"] == out.returncode
+    rows = {r["check"].split(" (")[0]: r for r in report["checks"]}
+    return out, rows
+
+
+@pytest.fixture
+def daemon() -> Iterator:
+    """Start `kubectl-teleport start --data-dir DIR` processes; each ended by its pid after the test."""
+    procs: list[subprocess.Popen] = []
+
+    def start(dc, data: Path) -> subprocess.Popen:
+        proc = subprocess.Popen([str(bin_path("kubectl-teleport")), "start", "--data-dir", str(data)],
+                                env={**os.environ, **web_trust(dc)}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _secrets(data: Path) -> list[str]:
+    cred = json.loads(credentials(data).stdout)["status"]
+    return [cred["clientCertificateData"].splitlines()[1], cred["clientKeyData"].splitlines()[1],
+            (data / "identity.pem").read_text().split("-----BEGIN")[2].splitlines()[1]]
+
+
+def test_healthy_setup_is_all_ok_and_prints_no_secret(devcluster, tmp_path, daemon):
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    daemon(devcluster, data)
+    out, rows = doctor(devcluster, data)
+    assert out.returncode == 0, out.stdout
+    assert {r["level"] for r in rows.values()} == {"ok"}, out.stdout
+    assert set(rows) >= {"data dir", "temp files", "exec command", "identity", f"certificate {KUBE_CLUSTER}",
+                         "cluster", "clock", "daemon", "kubectl call"}
+    assert "Teleport " in rows["cluster"]["message"] and "suite" in rows["cluster"]["message"]
+    assert "ms" in rows["kubectl call"]["message"]
+    text = plugin("doctor", "--data-dir", str(data), env=web_trust(devcluster))
+    assert text.returncode == 0 and len(text.stdout.splitlines()) == len(rows)
+    for secret in _secrets(data):
+        assert secret not in out.stdout + out.stderr + text.stdout + text.stderr
+
+
+def test_no_daemon_is_a_warning(devcluster, tmp_path):
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    out, rows = doctor(devcluster, data)
+    assert out.returncode == 0
+    assert rows["daemon"]["level"] == "warning" and "kubectl-teleport start" in rows["daemon"]["message"]
+
+
+def test_the_kubeconfig_found_from_its_path_alone(devcluster, tmp_path):
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    out = plugin("doctor", "--kubeconfig", str(data / "kubeconfig.yaml"), env=web_trust(devcluster))
+    assert out.returncode == 0, out.stdout
+    assert f"{data}: owner" in out.stdout and "ExecCredential in" in out.stdout
+
+
+def test_a_pyenv_shim_as_exec_command_is_named(devcluster, tmp_path):
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    kubeconfig = data / "kubeconfig.yaml"
+    real = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["exec"]["command"]
+    shim = tmp_path / ".pyenv" / "shims" / "kubectl-teleport"
+    shim.parent.mkdir(parents=True)
+    shim.write_text(f'#!/usr/bin/env bash\nexec "{real}" "$@"\n')
+    shim.chmod(0o755)
+    edit_exec(kubeconfig, lambda ex: ex.update(command=str(shim)))
+    out, rows = doctor(devcluster, data)
+    assert rows["exec command"]["level"] == "warning" and "shim" in rows["exec command"]["message"], out.stdout
+    assert rows["kubectl call"]["level"] == "ok"  # it still works, only slower
+
+
+def test_a_missing_exec_command_is_a_problem(devcluster, tmp_path):
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    edit_exec(data / "kubeconfig.yaml", lambda ex: ex.update(command=str(tmp_path / "gone" / "kubectl-teleport")))
+    out, rows = doctor(devcluster, data)
+    assert out.returncode == errors.NOT_LOGGED_IN
+    assert rows["exec command"]["level"] == "problem" and "does not exist" in rows["exec command"]["message"]
+    assert "kubectl call" not in rows
+
+
+def test_a_shared_data_dir_is_a_problem(devcluster, tmp_path):
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    data.chmod(0o755)
+    out, rows = doctor(devcluster, data)
+    assert out.returncode == errors.UNSAFE_STATE
+    assert rows["data dir"]["level"] == "problem" and "755" in rows["data dir"]["message"], out.stdout
+
+
+def test_a_stray_temp_file_is_named(devcluster, tmp_path):
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    stray = data / ".identity.pem.999999999.tmp"
+    stray.write_bytes(b"x")
+    stray.chmod(0o600)
+    _out, rows = doctor(devcluster, data)
+    assert rows["temp files"]["level"] == "warning" and str(stray) in rows["temp files"]["message"]
+
+
+def test_an_expired_certificate_is_named(devcluster, tmp_path):
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    make_due(data, expired=True)
+    out, rows = doctor(devcluster, data)
+    cert = rows[f"certificate {KUBE_CLUSTER}"]
+    assert cert["level"] == "warning" and "expired" in cert["message"], out.stdout
+    assert rows["kubectl call"]["level"] == "ok"  # the call renewed it
+
+
+def test_an_unreachable_cluster_is_a_problem(devcluster, tmp_path):
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    cfg = json.loads((data / "config.json").read_text())
+    cfg["proxy"] = "127.0.0.1:1"
+    (data / "config.json").write_text(json.dumps(cfg))
+    out, rows = doctor(devcluster, data)
+    assert out.returncode == errors.UNAVAILABLE, out.stdout
+    assert rows["cluster"]["level"] == "problem" and "127.0.0.1:1" in rows["cluster"]["message"]
+    assert rows["kubectl call"]["level"] == "ok"  # the cached certificate still serves
+
+
+def test_a_clock_ten_minutes_off_is_a_problem(devcluster_factory, tmp_path):
+    dc = devcluster_factory()
+    skewed = devcluster_factory("--clock-offset=10m")
+    data = tmp_path / "bot"
+    login(dc, data)
+    cfg = json.loads((data / "config.json").read_text())
+    cfg["proxy"] = skewed.teleport_proxy
+    (data / "config.json").write_text(json.dumps(cfg))
+    out, rows = doctor(skewed, data)
+    assert out.returncode == errors.TRUST, out.stdout
+    assert rows["clock"]["level"] == "problem" and "behind" in rows["clock"]["message"], out.stdout
+
+
+def test_a_clock_forty_seconds_off_is_a_warning(devcluster_factory, tmp_path):
+    dc = devcluster_factory("--clock-offset=40s")
+    data = tmp_path / "bot"
+    login(dc, data)
+    out, rows = doctor(dc, data)
+    assert out.returncode == 0, out.stdout
+    assert rows["clock"]["level"] == "warning" and "behind" in rows["clock"]["message"], out.stdout
