@@ -118,9 +118,9 @@ def candidates(venv: Path, args: list[str], env: dict[str, str]) -> dict[str, Cm
             f"#!{python} -IS\nimport sys\nsys.path.append({purelib!r})\n"
             "from kubectl_teleport.entry import main\nsys.exit(main())\n"),
         "#!<python>: pip's rewrite of #!python -IS": f"#!{python}\n" + body.split("\n", 1)[1],
-        "sh launcher, without the _exit after a hit": variant("if code == 0 and all(", "if False and all("),
-        "sh launcher, hot path found by sys.path search": variant(
-            'load = sys.modules["_frozen_importlib"]._load', "raise LookupError"),
+        "sh launcher, without the _exit after a hit": variant("if code == 0 and sum(", "if False and sum("),
+        "sh launcher, hot path found by sys.path search": variant('    q = f"{p}/kubectl_teleport"\n',
+                                                                   "    raise LookupError\n"),
         "sh launcher run by bash": variant("#!/bin/sh", "#!/bin/bash"),
     }
     cmds = {}
