@@ -37,7 +37,7 @@ class DevCluster:
     """A running devcluster and its admin CLI."""
 
     state_dir: Path
-    proxy: str  # "127.0.0.1:PORT"
+    proxy: str  # "127.0.0.1:PORT": the Teleport proxy (the same as teleport_proxy)
     kube_server: str  # "https://127.0.0.1:PORT"
     cluster_name: str
     ca_pin: str
@@ -68,7 +68,7 @@ class DevCluster:
 
     def add_bot(self, name: str = "robot", roles: str = "machine-id-kube-role",
                 token_ttl: str | None = None) -> dict:
-        """`bots add NAME --roles R --format json`: {"bot", "token", "ca_pins", "proxy", ...}."""
+        """`bots add NAME --roles R --format json`: {"bot", "token", "ca_pins", "proxy", "login_command", ...}."""
         args = ["bots", "add", name, "--roles", roles, "--format", "json"]
         if token_ttl is not None:
             args += ["--token-ttl", token_ttl]
@@ -96,8 +96,8 @@ def start_devcluster(base: Path, *extra: str, seed: bool = True) -> DevCluster:
     """Start a devcluster in `base` (state dir, ready file, log) and wait for its ready file."""
     base.mkdir(parents=True, exist_ok=True)
     state, ready, log_path = base / "state", base / "ready.json", base / "devcluster.log"
-    args = ["start", "--state-dir", str(state), "--listen", "127.0.0.1:0", "--kube-listen", "127.0.0.1:0",
-            "--proxy-listen", "127.0.0.1:0", "--ready-file", str(ready), *(["--seed-demo"] if seed else []), *extra]
+    args = ["start", "--state-dir", str(state), "--kube-listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0",
+            "--ready-file", str(ready), *(["--seed-demo"] if seed else []), *extra]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(devcluster_cmd(*args), stdout=log, stderr=subprocess.STDOUT,
                                 env=devcluster_env())

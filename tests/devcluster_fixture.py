@@ -6,12 +6,15 @@ polls the ready file (bounded), and on teardown sends SIGTERM and asserts a clea
 
 from __future__ import annotations
 
+import base64
 import os
 import ssl
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -58,18 +61,7 @@ def devcluster_factory(tmp_path: Path) -> Iterator[Callable[..., DevCluster]]:
 
 
 
-# HTTP helpers for talking to a devcluster as a client would ----------------------------------------------------
-
-def fetch_host_ca_pems(address: str) -> list[str]:
-    """GET /v1/cluster/ca without verifying TLS (as `login` does before checking the pin)."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with httpx.Client(verify=ctx, timeout=10) as c:
-        resp = c.get(f"https://{address}/v1/cluster/ca")
-    resp.raise_for_status()
-    return resp.json()["ca_pems"]
-
+# Helpers for talking to a devcluster's Teleport side as a client would ---------------------------------------
 
 def tls_client(base_url: str, ca_pem: str, tmp_dir: Path, cert_pem: str | None = None,
                key_pem: str | None = None) -> httpx.Client:
@@ -94,44 +86,66 @@ class BotIdentity:
 
 
 def host_ca_pem(dc: DevCluster) -> str:
-    """The host CA, fetched unverified and checked against the ready file's pin."""
+    """The host CA from the ready file, checked against its pin."""
     from kubectl_teleport import pki
 
-    [pem] = fetch_host_ca_pems(dc.proxy)
-    assert pki.spki_pin(pki.load_cert(pem)) == dc.ca_pin
-    return pem
+    assert pki.spki_pin(pki.load_cert(dc.host_ca_pem)) == dc.ca_pin
+    return dc.host_ca_pem
 
 
-def api_client(dc: DevCluster, tmp_dir: Path, ident: BotIdentity | None = None) -> httpx.Client:
-    """A client of the auth API verifying the host CA, presenting `ident` if given."""
-    return tls_client(f"https://{dc.proxy}", host_ca_pem(dc), tmp_dir, *((ident.cert_pem, ident.key_pem)
-                                                                         if ident else ()))
+def _new_key(dc: DevCluster) -> tuple[Any, bytes, bytes]:
+    """A key of the cluster's suite: (private key, TLS public key PEM as Teleport takes it, SSH line)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    legacy = dc.suite == "legacy"
+    key = rsa.generate_private_key(65537, 2048) if legacy else ec.generate_private_key(ec.SECP256R1())
+    pub = key.public_key()
+    tls = pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1 if legacy
+                           else serialization.PublicFormat.SubjectPublicKeyInfo)
+    ssh = pub.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n"
+    return key, tls, ssh
 
 
-def join_bot(dc: DevCluster, tmp_dir: Path, name: str = "robot", roles: str = "machine-id-kube-role",
-             ttl_seconds: int | None = None) -> BotIdentity:
-    """`bots add` + POST /v1/join with a fresh key: the bot's generation-1 identity."""
+def join_bot(dc: DevCluster, tmp_dir: Path, name: str = "robot", roles: str = "machine-id-kube-role"
+             ) -> BotIdentity:
+    """`bots add` + a Teleport join (POST /webapi/host/credentials on the proxy): the generation-1 identity."""
     from kubectl_teleport import pki
 
     token = dc.add_bot(name, roles)["token"]
-    key = pki.generate_key()
-    body = {"token": token, "role": "Bot", "join_method": "token", "public_tls_key": pki.public_key_pem(key)}
-    if ttl_seconds is not None:
-        body["ttl_seconds"] = ttl_seconds
-    with api_client(dc, tmp_dir) as c:
-        resp = c.post("/v1/join", json=body)
+    key, tls, ssh = _new_key(dc)
+    expires = datetime.now(timezone.utc) + timedelta(hours=1)
+    body = {"token": token, "role": "Bot", "public_tls_key": base64.b64encode(tls).decode(),
+            "public_ssh_key": base64.b64encode(ssh).decode(), "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    with httpx.Client(base_url=f"https://{dc.teleport_proxy}", timeout=15,
+                      verify=ssl.create_default_context(cafile=dc.web_ca_file)) as c:
+        resp = c.post("/webapi/host/credentials", json=body)
     assert resp.status_code == 200, resp.text
-    return BotIdentity(resp.json()["tls_cert"], pki.private_key_pem(key), resp.json()["generation"])
+    return BotIdentity(base64.b64decode(resp.json()["tls"]).decode(), pki.private_key_pem(key), 1)
 
 
-def kube_credentials(dc: DevCluster, tmp_dir: Path, ident: BotIdentity,
-                     kube_cluster: str = "example-k8s-cluster", **extra: object) -> tuple[str, str, dict]:
-    """POST /v1/kube/certs with a fresh key: (cert PEM, key PEM, the whole answer)."""
+def kube_credentials(dc: DevCluster, tmp_dir: Path, ident: BotIdentity, kube_cluster: str = "example-k8s-cluster",
+                     role: str = "machine-id-kube-role") -> tuple[str, str, Any]:
+    """GenerateUserCerts (role impersonation, a fresh key) on the auth service: (cert PEM, key PEM, the answer)."""
+    import grpc
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     from kubectl_teleport import pki
+    from kubectl_teleport.proto import teleport_auth_pb2 as pb
 
-    key = pki.generate_key()
-    with api_client(dc, tmp_dir, ident) as c:
-        resp = c.post("/v1/kube/certs", json={"public_tls_key": pki.public_key_pem(key),
-                                              "kubernetes_cluster": kube_cluster, **extra})
-    assert resp.status_code == 200, resp.text
-    return resp.json()["tls_cert"], pki.private_key_pem(key), resp.json()
+    key, tls, ssh = _new_key(dc)
+    keys = {"public_key": ssh} if int(dc.teleport_version.split(".")[0]) < 17 else \
+        {"ssh_public_key": ssh, "tls_public_key": tls}
+    user = x509.load_pem_x509_certificate(ident.cert_pem.encode()).subject.get_attributes_for_oid(
+        NameOID.COMMON_NAME)[0].value
+    req = pb.UserCertsRequest(username=user, role_requests=[role], use_role_requests=True,
+                              route_to_cluster=dc.cluster_name, kubernetes_cluster=kube_cluster, **keys)
+    req.expires.FromDatetime(datetime.now(timezone.utc) + timedelta(minutes=30))
+    creds = grpc.ssl_channel_credentials(dc.host_ca_pem.encode(), ident.key_pem.encode(), ident.cert_pem.encode())
+    sni = dc.cluster_name.encode().hex() + ".teleport.cluster.local"
+    with grpc.secure_channel(dc.auth_server, creds, options=[("grpc.ssl_target_name_override", sni)]) as ch:
+        certs = ch.unary_unary("/proto.AuthService/GenerateUserCerts",
+                               request_serializer=pb.UserCertsRequest.SerializeToString,
+                               response_deserializer=pb.Certs.FromString)(req, timeout=15)
+    return certs.tls.decode(), pki.private_key_pem(key), certs

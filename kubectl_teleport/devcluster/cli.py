@@ -102,11 +102,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     from .versions import ProfileError, make_profile
 
     try:
-        listen, kube_listen = parse_hostport(args.listen), parse_hostport(args.kube_listen)
-        auth_listen = parse_hostport(args.auth_listen)
-        # The proxy's default follows --listen: Teleport's 3080, or any free port when --listen asks for one.
-        proxy_listen = parse_hostport(args.proxy_listen) if args.proxy_listen else \
-            ("127.0.0.1", 0 if listen[1] == 0 else DEFAULT_PROXY_PORT)
+        kube_listen, auth_listen = parse_hostport(args.kube_listen), parse_hostport(args.auth_listen)
+        proxy_listen = parse_hostport(args.proxy_listen)
         profile = make_profile(args.teleport_version, args.suite, tls_routing=not args.no_tls_routing)
     except (ValueError, ProfileError) as e:
         raise CliError(str(e), USAGE) from None
@@ -116,7 +113,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         seconds = 0 if offset.lstrip("+-") in ("", "0") else parse_duration(offset.lstrip("+-"))
     except RoleError as e:
         raise CliError(f"--clock-offset: {e}", USAGE) from None
-    return serve(ServingConfig(Path(args.state_dir), listen, kube_listen, args.cluster_name,
+    return serve(ServingConfig(Path(args.state_dir), kube_listen, args.cluster_name,
                                Path(args.ready_file) if args.ready_file else None, args.seed_demo,
                                clock_offset=sign * seconds, proxy_listen=proxy_listen, auth_listen=auth_listen,
                                profile=profile))
@@ -175,8 +172,7 @@ def cmd_bots_add(args: argparse.Namespace) -> int:
         raise CliError(f"--token-ttl: {e}", USAGE) from None
     state = Path(args.state_dir)
     with _conn(args) as conn:
-        proxy = store.get_setting(conn, "proxy") or "<proxy HOST:PORT>"
-        teleport_proxy = store.get_setting(conn, "teleport_proxy") or "<proxy HOST:PORT>"
+        proxy = store.get_setting(conn, "teleport_proxy") or "<proxy HOST:PORT>"
         web_ca_file = store.get_setting(conn, "web_ca_file")
         pin = pki.spki_pin(pki.load_cert(store.get_ca(conn, "host")[0]))
         cluster = _only_cluster(conn) or "<kube-cluster>"
@@ -187,23 +183,22 @@ def cmd_bots_add(args: argparse.Namespace) -> int:
         raise CliError(str(e.args[0]), NOT_FOUND) from None
     except ValueError as e:
         raise CliError(str(e), USAGE) from None
-    login = f"kubectl-teleport login --proxy {proxy} --token {token} --ca-pin {pin} --kube-cluster {cluster}"
     # The Teleport proxy's web certificate comes from the devcluster's web CA: SSL_CERT_FILE makes it trusted.
-    teleport_login = " ".join([
+    login = " ".join([
         *([f"SSL_CERT_FILE={shlex.quote(web_ca_file)}"] if web_ca_file else []),
-        f"kubectl-teleport login --proxy {teleport_proxy} --token {token} --ca-pin {pin} --kube-cluster {cluster}",
+        f"kubectl-teleport login --proxy {proxy} --token {token} --ca-pin {pin} --kube-cluster {cluster}",
         *(f"--role {shlex.quote(r)}" for r in roles)])
     if args.format == "json":
+        # "proxy"/"teleport_proxy" and "login_command"/"teleport_login_command" are the same: both names are read
         print(json.dumps({"bot": args.name, "token": token, "ca_pins": [pin], "proxy": proxy,
                           "expires": rfc3339(expires), "kube_cluster": cluster, "login_command": login,
-                          "roles": roles, "teleport_proxy": teleport_proxy, "web_ca_file": web_ca_file,
-                          "teleport_login_command": teleport_login}, indent=2))
+                          "roles": roles, "teleport_proxy": proxy, "web_ca_file": web_ca_file,
+                          "teleport_login_command": login}, indent=2))
         return OK
     minutes = max(1, round(ttl / 60))
     print(f"The bot token: {token}\nThis token will expire in {minutes} minute{'s' * (minutes != 1)} "
           f"({rfc3339(expires)}); it can be used once.\n\nCA pin: {pin}\n\n"
-          f"Run this on the machine that runs kubectl:\n\n{login}\n\n"
-          f"Or, through the Teleport proxy (the roles to impersonate are {', '.join(roles)}):\n\n{teleport_login}")
+          f"Run this on the machine that runs kubectl (it impersonates the roles {', '.join(roles)}):\n\n{login}")
     return OK
 
 
@@ -373,8 +368,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 # parser -----------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Reference Teleport-style cluster (auth API + Kubernetes endpoint) for "
-                "kubectl-teleport: run it and administer it.")
+    p = _Parser(prog=PROG, description="Reference Teleport-style cluster (proxy, auth service, Kubernetes "
+                "endpoint) for kubectl-teleport: run it and administer it.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -390,9 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = command("init", cmd_init, "initialise a state directory (CAs) without serving")
     c.add_argument("--cluster-name", help="Teleport cluster name (default: devcluster)")
 
-    c = command("start", cmd_start, "serve the auth API and the Kubernetes endpoint")
-    c.add_argument("--listen", default="127.0.0.1:3025", metavar="HOST:PORT",
-                   help="auth API address (port 0: any free port; default 127.0.0.1:3025)")
+    c = command("start", cmd_start, "serve the Teleport proxy, the auth service and the Kubernetes endpoint")
     c.add_argument("--kube-listen", default="127.0.0.1:3026", metavar="HOST:PORT",
                    help="Kubernetes endpoint address (default 127.0.0.1:3026)")
     c.add_argument("--cluster-name", help="Teleport cluster name, set on first start (default: devcluster)")
@@ -403,9 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--clock-offset", default="0", metavar="[-]DURATION",
                    help="run the cluster's clock ahead (or, with '-', behind) this machine's, e.g. 10m or -5m: "
                    "for trying clock skew")
-    c.add_argument("--proxy-listen", metavar="HOST:PORT",
-                   help="the Teleport proxy's one TLS port (web API, auth and Kubernetes routed by ClientHello); "
-                   f"default 127.0.0.1:{DEFAULT_PROXY_PORT}, or a free port when --listen's port is 0")
+    c.add_argument("--proxy-listen", default=f"127.0.0.1:{DEFAULT_PROXY_PORT}", metavar="HOST:PORT",
+                   help="the Teleport proxy's one TLS port (web API, auth and Kubernetes routed by ClientHello; "
+                   f"port 0: any free port; default 127.0.0.1:{DEFAULT_PROXY_PORT})")
+    # --listen: the older name of the proxy's address, still taken (a start script may pass it)
+    c.add_argument("--listen", dest="proxy_listen", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     c.add_argument("--auth-listen", default="127.0.0.1:0", metavar="HOST:PORT",
                    help="the auth service's own gRPC port (what --auth-server connects to; default: a free "
                    "loopback port)")

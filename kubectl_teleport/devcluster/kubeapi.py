@@ -143,8 +143,8 @@ class KubeApiHandler(TLSHandler):
 
         A Teleport certificate (it names a bot, OID 1.3.9999.2.18) is read as Teleport's kube proxy reads it: the
         Kubernetes user and groups from its kube users/groups attributes (no kube user: the Teleport user; several:
-        the one in an `Impersonate-User` header), and its bot must not be locked. A /v1-era certificate follows
-        kube-apiserver's x509 rule (CN user, O groups).
+        the one in an `Impersonate-User` header), and its bot must not be locked. A certificate that names no bot
+        (one an admin signed with the user CA) follows kube-apiserver's x509 rule (CN user, O groups).
         """
         cert = self.peer_cert()
         if cert is None:

@@ -1,5 +1,5 @@
-"""`start`: serve the auth API, the Kubernetes endpoint and the Teleport side (the proxy's one TLS port and the
-auth gRPC service, see teleport_side) over TLS until SIGTERM/SIGINT."""
+"""`start`: serve the Kubernetes endpoint and the Teleport side (the proxy's one TLS port and the auth gRPC
+service, see teleport_side) over TLS until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from pathlib import Path
 
 from .. import pki
 from . import files, store
-from .authapi import AuthApiHandler
-from .authority import Authority
 from .bootstrap import initialise
 from .ca import KUBE_TLS_SERVER_NAME, CertAuthority, issue_serving_cert
 from .httpbase import TLSServer, server_context
@@ -63,13 +61,12 @@ def advertised_host(host: str) -> str:
 @dataclass
 class ServingConfig:
     state_dir: Path
-    listen: tuple[str, int]
     kube_listen: tuple[str, int]
     cluster_name: str | None
     ready_file: Path | None
     seed: bool
     clock_offset: float = 0.0  # seconds this cluster's clock runs ahead of the machine's (tests of clock skew)
-    proxy_listen: tuple[str, int] = ("127.0.0.1", 0)
+    proxy_listen: tuple[str, int] = ("127.0.0.1", 3080)
     auth_listen: tuple[str, int] = ("127.0.0.1", 0)
     profile: Profile = field(default_factory=Profile)
 
@@ -112,33 +109,22 @@ def serve(cfg: ServingConfig) -> int:
         host_ca = CertAuthority.from_pem(*store.get_ca(conn, "host"))
         user_ca_pem = store.get_ca(conn, "user")[0]
 
-    api_files = _serving_files(cfg.state_dir, "auth", host_ca, [cfg.listen[0], advertised_host(cfg.listen[0])],
-                               cfg.now())
     kube_files = _serving_files(cfg.state_dir, "kube", host_ca,
                                 [cfg.kube_listen[0], advertised_host(cfg.kube_listen[0]), KUBE_TLS_SERVER_NAME,
                                  *kube_proxy_sans(cfg.proxy_listen[0])], cfg.now())
-    authority = Authority(cfg.state_dir, now=cfg.now)
     kube_app = KubeApp(cfg.state_dir, now=cfg.now)
-    api = _bind(cfg.listen, AuthApiHandler, server_context(*api_files, user_ca_pem), authority, "auth")
-    try:
-        kube = _bind(cfg.kube_listen, KubeApiHandler, server_context(*kube_files, user_ca_pem), kube_app, "kube")
-    except ListenError:
-        api.server_close()
-        raise
-    api.clock_offset = kube.clock_offset = cfg.clock_offset
-    proxy = format_hostport(advertised_host(cfg.listen[0]), api.server_address[1])
+    kube = _bind(cfg.kube_listen, KubeApiHandler, server_context(*kube_files, user_ca_pem), kube_app, "kube")
+    kube.clock_offset = cfg.clock_offset
     kube_addr = format_hostport(advertised_host(cfg.kube_listen[0]), kube.server_address[1])
     kube_app.address = kube_addr
     with store.opened(cfg.state_dir) as conn, store.transaction(conn):
-        store.set_setting(conn, "proxy", proxy)
         store.set_setting(conn, "kube_server", f"https://{kube_addr}")
     try:
         teleport = start_teleport_side(cfg.state_dir, cfg.profile, cfg.proxy_listen, cfg.auth_listen,
                                        (advertised_host(cfg.kube_listen[0]), kube.server_address[1]), kube_addr,
                                        cfg.now, cfg.clock_offset)
     except (OSError, ImportError) as e:
-        for s in (api, kube):
-            s.server_close()
+        kube.server_close()
         if isinstance(e, ImportError):
             raise MissingDependency(f"the devcluster needs {e.name or 'grpcio'} for its Teleport side: install "
                                     "kubectl-teleport with the devcluster extra (./install.sh does)") from None
@@ -146,36 +132,36 @@ def serve(cfg: ServingConfig) -> int:
                           f"{format_hostport(*cfg.auth_listen)}: {e.strerror or e}") from None
 
     threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, name=s.name, daemon=True)
-               for s in (api, kube)]
+               for s in (kube,)]
     for t in threads:
         t.start()
     pin = pki.spki_pin(host_ca.cert)
     if cfg.ready_file is not None:
-        ready = {"proxy": proxy, "kube_server": f"https://{kube_addr}", "cluster_name": cluster, "ca_pin": pin,
+        # "proxy" and "teleport_proxy" both name the Teleport proxy (the older key kept for its readers)
+        ready = {"proxy": teleport.teleport_proxy, "kube_server": f"https://{kube_addr}", "cluster_name": cluster,
+                 "ca_pin": pin,
                  "user_ca_pem": user_ca_pem, "pid": os.getpid(),
                  "teleport_proxy": teleport.teleport_proxy, "auth_server": teleport.auth_server,
                  "host_ca_pem": host_ca.cert_pem, "web_ca_file": str(teleport.web_ca_file),
                  "teleport_version": cfg.profile.version, "suite": cfg.profile.suite,
                  "tls_routing": cfg.profile.tls_routing}
         files.write_file(cfg.ready_file, json.dumps(ready, indent=2).encode() + b"\n", mode=0o644)
-    print(f"devcluster {cluster}: auth API https://{proxy}, Kubernetes https://{kube_addr}, CA pin {pin}",
-          flush=True)
     routing = "TLS routing" if cfg.profile.tls_routing else "no TLS routing"
     print(f"devcluster {cluster}: Teleport {cfg.profile.version} ({cfg.profile.suite}): proxy "
-          f"{teleport.teleport_proxy} ({routing}), auth {teleport.auth_server}, web CA {teleport.web_ca_file}",
+          f"{teleport.teleport_proxy} ({routing}), auth {teleport.auth_server}, "
+          f"Kubernetes https://{kube_addr}, CA pin {pin}, web CA {teleport.web_ca_file}",
           flush=True)
     try:
         while not stop.wait(1.0):
             pass
     finally:
         # in parallel: each shutdown waits up to a poll interval for its serving loop
-        stoppers = [threading.Thread(target=f) for f in (teleport.close, api.shutdown, kube.shutdown)]
+        stoppers = [threading.Thread(target=f) for f in (teleport.close, kube.shutdown)]
         for t in stoppers:
             t.start()
         for t in stoppers:
             t.join()
-        for s in (api, kube):
-            s.server_close()
+        kube.server_close()
         if cfg.ready_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 cfg.ready_file.unlink()

@@ -30,11 +30,7 @@ CREATE TABLE IF NOT EXISTS bots (
     locked INTEGER NOT NULL DEFAULT 0,
     lock_reason TEXT,
     locked_at INTEGER,
-    created_at INTEGER NOT NULL,
-    last_presented_generation INTEGER,    -- the last successful renewal, for the idempotent retry
-    last_public_key BLOB,
-    last_cert_pem TEXT,
-    last_expires INTEGER
+    created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS tokens (
     token_sha256 TEXT PRIMARY KEY,        -- never the token itself
@@ -62,7 +58,7 @@ CREATE TABLE IF NOT EXISTS bot_instances (  -- Teleport 16.2+: one per join, eac
 );
 """
 
-COUNTERS = ("joins", "identity_renewals", "idempotent_retries", "kube_certs_issued", "rejected_requests",
+COUNTERS = ("joins", "identity_renewals", "kube_certs_issued", "rejected_requests",
             "bots_locked", "kube_unauthorized", "kube_forbidden", "generation_mismatches",
             "impersonated_certs_issued")
 
@@ -219,24 +215,9 @@ def delete_bot(conn: sqlite3.Connection, name: str) -> bool:
     return conn.execute("DELETE FROM bots WHERE name = ?", (name,)).rowcount > 0
 
 
-def reset_bot_identity(conn: sqlite3.Connection, name: str, roles: list[str], generation: int) -> None:
-    """A (re-)join: new generation, unlocked, no remembered renewal."""
-    conn.execute("UPDATE bots SET roles = ?, generation = ?, locked = 0, lock_reason = NULL, locked_at = NULL, "
-                 "last_presented_generation = NULL, last_public_key = NULL, last_cert_pem = NULL, "
-                 "last_expires = NULL WHERE name = ?", (json.dumps(roles), generation, name))
-
-
-def record_renewal(conn: sqlite3.Connection, name: str, presented: int, public_key_der: bytes, cert_pem: str,
-                   expires: int) -> None:
-    conn.execute("UPDATE bots SET generation = ?, last_presented_generation = ?, last_public_key = ?, "
-                 "last_cert_pem = ?, last_expires = ? WHERE name = ?",
-                 (presented + 1, presented, public_key_der, cert_pem, expires, name))
-
-
 def set_generation(conn: sqlite3.Connection, name: str, generation: int) -> None:
     """The bot's generation label (Teleport's legacy counter, kept in sync by 16.2+ too); locks untouched."""
-    conn.execute("UPDATE bots SET generation = ?, last_presented_generation = NULL, last_public_key = NULL, "
-                 "last_cert_pem = NULL, last_expires = NULL WHERE name = ?", (generation, name))
+    conn.execute("UPDATE bots SET generation = ? WHERE name = ?", (generation, name))
 
 
 def add_instance(conn: sqlite3.Connection, instance_id: str, bot: str, generation: int, now: int) -> None:

@@ -1,9 +1,9 @@
-"""Devcluster logic without a server: roles, label matching, certificates and the issuing rules under an
-injected clock (token and identity expiry, TTL caps), RBAC wording, Kubernetes tables."""
+"""Devcluster logic without a server: roles, label matching, CAs and serving certificates, RBAC wording,
+Kubernetes tables (the Teleport issuing rules are in test_teleport_rules)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -12,28 +12,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from kubectl_teleport import pki
 from kubectl_teleport.devcluster import kubeobjects, rbac, store
-from kubectl_teleport.devcluster.authority import ApiError, Authority
 from kubectl_teleport.devcluster.bootstrap import ClusterNameConflict, initialise
-from kubectl_teleport.devcluster.ca import KUBE_TLS_SERVER_NAME, CertAuthority, issue_serving_cert
+from kubectl_teleport.devcluster.ca import CertAuthority, issue_serving_cert
 from kubectl_teleport.devcluster.kubeapi import _match_labels, _table_version
 from kubectl_teleport.devcluster.roles import RoleError, grants_for, labels_match, parse_duration, parse_roles
-from kubectl_teleport.devcluster.seed import DEMO_CLUSTER, seed_demo
+from kubectl_teleport.devcluster.seed import seed_demo
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
-
-
-class Clock:
-    """A settable clock for `Authority(now=...)`."""
-
-    def __init__(self, t: datetime = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> datetime:
-        return self.t
-
-    def advance(self, **kw: float) -> None:
-        self.t += timedelta(**kw)
-
 
 ROLE = """kind: role
 version: v5
@@ -60,28 +45,6 @@ def state(tmp_path: Path) -> Path:
         seed_demo(conn, T0)
     return state_dir
 
-
-def put_role(state_dir: Path, text: str) -> None:
-    with store.opened(state_dir) as conn, store.transaction(conn):
-        for r in parse_roles(text):
-            store.put_role(conn, r.name, text, r.to_dict())
-
-
-def join_body(token: str, key: object, **extra: object) -> dict:
-    return {"token": token, "role": "Bot", "join_method": "token", "public_tls_key": pki.public_key_pem(key),
-            **extra}
-
-
-def joined(state_dir: Path, clock: Clock, bot: str = "robot", roles: tuple[str, ...] = ("machine-id-kube-role",),
-           ttl: int = 3600) -> tuple[x509.Certificate, object]:
-    auth = Authority(state_dir, clock)
-    token, _ = auth.add_bot(bot, list(roles))
-    key = pki.generate_key()
-    answer = auth.join(join_body(token, key, ttl_seconds=ttl))
-    return pki.load_cert(answer["tls_cert"]), key
-
-
-# roles ----------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("text", "seconds"), [("1h", 3600), ("30m", 1800), ("90s", 90), ("1h30m", 5400),
                                                ("1.5h", 5400), ("120", 120)])
@@ -161,125 +124,14 @@ def test_cas_are_separate_and_persistent(state: Path) -> None:
 def test_serving_cert_sans_and_eku(state: Path) -> None:
     with store.opened(state) as conn:
         host_ca = CertAuthority.from_pem(*store.get_ca(conn, "host"))
-    cert = issue_serving_cert(host_ca, pki.generate_key().public_key(), "kube", ["10.1.2.3", KUBE_TLS_SERVER_NAME],
+    cert = issue_serving_cert(host_ca, pki.generate_key().public_key(), "kube", ["10.1.2.3", "kube.example.com"],
                               T0)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert set(san.get_values_for_type(x509.DNSName)) == {"localhost", KUBE_TLS_SERVER_NAME}
+    assert set(san.get_values_for_type(x509.DNSName)) == {"localhost", "kube.example.com"}
     assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1", "10.1.2.3"}
     assert ExtendedKeyUsageOID.SERVER_AUTH in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     cert.verify_directly_issued_by(host_ca.cert)
 
-
-def test_join_identity_certificate(state: Path) -> None:
-    cert, key = joined(state, Clock())
-    ident = pki.identity_of(cert)
-    assert ident.username == "bot-robot" and ident.groups == ["machine-id-kube-role"]
-    assert ident.renewable and ident.generation == 1 and ident.teleport_cluster == "devcluster"
-    assert pki.not_before(cert) == T0 - timedelta(minutes=1)
-    assert pki.not_after(cert) == T0 + timedelta(hours=1)
-    assert pki.public_keys_equal(cert.public_key(), key.public_key())
-    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
-    with store.opened(state) as conn:
-        cert.verify_directly_issued_by(pki.load_cert(store.get_ca(conn, "user")[0]))
-
-
-@pytest.mark.parametrize(("requested", "expected"), [(None, 3600), (10, 60), (7200, 7200), (10**6, 86400)])
-def test_join_ttl_bounds(state: Path, requested: int | None, expected: int) -> None:
-    auth = Authority(state, Clock())
-    token, _ = auth.add_bot("robot", ["machine-id-kube-role"])
-    extra = {} if requested is None else {"ttl_seconds": requested}
-    cert = pki.load_cert(auth.join(join_body(token, pki.generate_key(), **extra))["tls_cert"])
-    assert pki.not_after(cert) - T0 == timedelta(seconds=expected)
-
-
-# issuing rules under an injected clock ----------------------------------------------------------------------
-
-def test_token_expires_and_is_deleted(state: Path) -> None:
-    clock = Clock()
-    auth = Authority(state, clock)
-    token, expires = auth.add_bot("robot", ["machine-id-kube-role"], token_ttl=90)
-    assert expires == T0 + timedelta(seconds=90)
-    clock.advance(seconds=90)
-    with pytest.raises(ApiError) as err:
-        auth.join(join_body(token, pki.generate_key()))
-    assert (err.value.status, err.value.code) == (401, "token_expired")
-    with pytest.raises(ApiError) as err:  # deleted: now simply unknown
-        auth.join(join_body(token, pki.generate_key()))
-    assert err.value.code == "invalid_token"
-
-
-def test_token_valid_just_before_expiry(state: Path) -> None:
-    clock = Clock()
-    auth = Authority(state, clock)
-    token, _ = auth.add_bot("robot", ["machine-id-kube-role"], token_ttl=90)
-    clock.advance(seconds=89)
-    assert auth.join(join_body(token, pki.generate_key()))["generation"] == 1
-
-
-def test_bad_join_does_not_consume_token(state: Path) -> None:
-    auth = Authority(state, Clock())
-    token, _ = auth.add_bot("robot", ["machine-id-kube-role"])
-    for body in (join_body(token, pki.generate_key(), role="Node"), join_body(token, pki.generate_key(),
-                 join_method="iam"), {**join_body(token, pki.generate_key()), "public_tls_key": "nope"},
-                 join_body(token, pki.generate_key(), ttl_seconds="1h")):
-        with pytest.raises(ApiError) as err:
-            auth.join(body)
-        assert err.value.code == "bad_request"
-    assert auth.join(join_body(token, pki.generate_key()))["generation"] == 1
-
-
-def test_expired_identity_is_unauthenticated(state: Path) -> None:
-    clock = Clock()
-    cert, _ = joined(state, clock, ttl=600)
-    auth = Authority(state, clock)
-    clock.advance(seconds=600)
-    for call in (lambda: auth.renew(cert, {"public_tls_key": pki.public_key_pem(pki.generate_key())}),
-                 lambda: auth.kube_clusters(cert)):
-        with pytest.raises(ApiError) as err:
-            call()
-        assert (err.value.status, err.value.code) == (401, "unauthenticated")
-
-
-def test_identity_from_another_ca_is_unauthenticated(state: Path, tmp_path: Path) -> None:
-    other = tmp_path / "other"
-    initialise(other, None, T0)
-    with store.opened(other) as conn:
-        seed_demo(conn, T0)
-    cert, _ = joined(other, Clock())
-    with pytest.raises(ApiError) as err:
-        Authority(state, Clock()).kube_clusters(cert)
-    assert err.value.code == "unauthenticated"
-
-
-def test_kube_cert_ttl_capped_by_role_request_and_identity(state: Path) -> None:
-    put_role(state, role_yaml("short", ttl="20m"))
-    clock = Clock()
-    cert, _ = joined(state, clock, roles=("short",), ttl=3600)
-    auth = Authority(state, clock)
-
-    def ttl_of(**body: object) -> timedelta:
-        answer = auth.kube_certs(cert, {"public_tls_key": pki.public_key_pem(pki.generate_key()),
-                                        "kubernetes_cluster": DEMO_CLUSTER, **body})
-        return pki.not_after(pki.load_cert(answer["tls_cert"])) - clock()
-
-    assert ttl_of() == timedelta(minutes=20)  # role cap under the default 1 h
-    assert ttl_of(ttl_seconds=300) == timedelta(minutes=5)  # request under the cap
-    assert ttl_of(ttl_seconds=5) == timedelta(seconds=60)  # at least 60 s
-    clock.advance(minutes=55)
-    assert ttl_of() == timedelta(minutes=5)  # the identity expires in 5 minutes
-
-
-def test_kube_cert_default_ttl_is_one_hour(state: Path) -> None:
-    put_role(state, role_yaml("nottl").replace("  options: {max_session_ttl: 1h}\n", ""))
-    clock = Clock()
-    cert, _ = joined(state, clock, roles=("nottl",), ttl=86400)
-    answer = Authority(state, clock).kube_certs(cert, {"public_tls_key": pki.public_key_pem(pki.generate_key()),
-                                                       "kubernetes_cluster": DEMO_CLUSTER, "ttl_seconds": 7200})
-    assert pki.not_after(pki.load_cert(answer["tls_cert"])) - T0 == timedelta(hours=1)
-
-
-# RBAC, selectors and tables -----------------------------------------------------------------------------------
 
 def test_rbac_allowed() -> None:
     bindings = [{"namespace": "demo", "verbs": ["get", "list"], "resources": ["pods", "deployments.apps"],
