@@ -181,6 +181,10 @@ def login(req: LoginRequest) -> list[str]:
             assert req.proxy is not None
             id_room = identity.reserve(dd)
             rooms.append(id_room)
+            if req.destination:  # a Secret destination must be writable before the token is spent
+                from ..outputs.destination import preflight
+
+                preflight(req.destination)
             cfg, joined = _join(req, req.proxy, pins, ttl, deadline)
             config_room.discard()
             _replace_identity(dd, cfg, joined, id_room)
@@ -222,7 +226,7 @@ def login(req: LoginRequest) -> list[str]:
         if req.destination:
             from ..outputs.destination import write_destination
 
-            out.extend(write_destination(dd, cfg, Path(req.destination), static=req.static,
+            out.extend(write_destination(dd, cfg, req.destination, static=req.static,
                                          default=req.kube_clusters[0]))
         if cfg.destinations:
             from ..outputs.destination import refresh

@@ -37,7 +37,7 @@ def logout(data_dir: str | None) -> list[str]:
             from ..outputs.destination import remove
 
             for dest in cfg.destinations:
-                out.extend(remove(Path(dest.path)))
+                out.extend(remove(dest.path))
         removed = dd.remove_all()
     finally:
         lock.release()

@@ -34,7 +34,6 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .. import clock, errors, fmt
 from ..errors import OK, TRANSIENT, PluginError, UnsafeState, UsageError
@@ -333,7 +332,7 @@ def _setup(dd: DataDir, destination: str | None, static: bool) -> None:
     lock = dd.acquire(LOCK_WAIT)
     try:
         cfg = dd.load_config()
-        outputs.add(dd, cfg, Path(destination), static=static, default=next(iter(sorted(cfg.kube_clusters)), None))
+        outputs.add(dd, cfg, destination, static=static, default=next(iter(sorted(cfg.kube_clusters)), None))
     finally:
         lock.release()
 

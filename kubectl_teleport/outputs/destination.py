@@ -21,6 +21,11 @@ cluster later never moves the files an application already reads. kubeconfig.yam
 reading the identity's cache) unless the destination is `static`, which embeds certificate and key.
 `tlscert` and `key` are two files replaced one after the other; read `identity` or the static kubeconfig when
 a reader must never see them from two issuances.
+
+A destination may also be `kubernetes-secret://NAMESPACE/NAME` (kube_secret.py): the default cluster's file set
+as the keys of one Opaque Secret, one server-side apply per change, its kubeconfig.yaml always static (the pods
+that read the Secret have no data dir to exec into). Only the short-lived certificates go there, never the bot's
+renewable identity. Recorded in config.json like a directory, kept renewed by `start`, deleted by `logout`.
 """
 
 from __future__ import annotations
@@ -60,6 +65,22 @@ class Material:
     ssh_ca_lines: list[str] | None = None
 
 
+SECRET_PREFIX = "kubernetes-secret:"  # noqa: S105 (a URL scheme); kube_secret.SCHEME's start; kube_secret (httpx) is imported only then
+
+
+def is_secret(dest: str | Path) -> bool:
+    """True for a `kubernetes-secret://` destination (a str: Path() would fold its `//`)."""
+    return isinstance(dest, str) and dest.startswith(SECRET_PREFIX)
+
+
+def preflight(dest: str) -> None:
+    """Before a login spends its token: a Secret destination must be writable (a server-side dry run)."""
+    if is_secret(dest):
+        from . import kube_secret
+
+        kube_secret.publish(dest, dict.fromkeys(FILES, b""), dry_run=True)
+
+
 def check_destination(dd: DataDir, dest: Path) -> Path:
     """The absolute destination; refuse the data dir itself or a place inside it (its files would clash)."""
     dest = Path(dest).expanduser().absolute()
@@ -69,7 +90,7 @@ def check_destination(dd: DataDir, dest: Path) -> Path:
     return dest
 
 
-def record(cfg: Config, dest: Path, static: bool, default: str | None) -> bool:
+def record(cfg: Config, dest: Path | str, static: bool, default: str | None) -> bool:
     """Remember the destination in the config (so `start` keeps it updated); True when the config changed."""
     item = Destination(str(dest), static, default)
     for i, old in enumerate(cfg.destinations):
@@ -206,9 +227,25 @@ def _write_set(path: Path, dd: DataDir, cfg: Config, items: list[Material], stat
     return changed
 
 
+def secret_files(dd: DataDir, cfg: Config, m: Material) -> dict[str, bytes]:
+    """The file set of one cluster as a Secret's keys (static kubeconfig; no key-cert.pub without an SSH cert)."""
+    return {name: data for name, data in file_set(m, _kubeconfig(dd, cfg, [m], True)) if data is not None}
+
+
+def _write_secret(dd: DataDir, cfg: Config, url: str, m: Material) -> bool:
+    """Apply the file set to the Secret unless it already holds exactly it; True when written."""
+    from . import kube_secret
+
+    files_ = secret_files(dd, cfg, m)
+    current = kube_secret.read_secret(kube_secret.parse_url(url), access=kube_secret.load_access())
+    if current is not None and {k: current.data.get(k) for k in FILES if k in current.data or k in files_} == files_:
+        return False
+    kube_secret.publish(url, files_)
+    return True
+
+
 def write(dd: DataDir, cfg: Config, dest: Destination) -> tuple[bool, list[str]]:
     """Bring one recorded destination up to date from the caches; (changed, clusters without a certificate)."""
-    path = Path(dest.path)
     names = clusters_of(dd, cfg)
     default = dest.default
     if default in names:
@@ -223,6 +260,9 @@ def write(dd: DataDir, cfg: Config, dest: Destination) -> tuple[bool, list[str]]
             items.append(m)
     if not items:
         return False, missing
+    if is_secret(dest.path):
+        return _write_secret(dd, cfg, dest.path, items[0]), missing
+    path = Path(dest.path)
     static = dest.static
     try:
         changed = _write_set(path, dd, cfg, items, static)
@@ -236,17 +276,33 @@ def write(dd: DataDir, cfg: Config, dest: Destination) -> tuple[bool, list[str]]
 
 
 def refresh(dd: DataDir, cfg: Config) -> list[str]:
-    """Update every recorded destination; the paths that changed. Caller holds the identity's lock."""
-    changed = []
+    """Update every recorded destination; the paths that changed. Caller holds the identity's lock.
+
+    One that fails (a Secret's API unreachable) does not stop the others; the first error is raised after."""
+    from ..errors import PluginError
+
+    changed, first_error = [], None
     for dest in cfg.destinations:
-        if write(dd, cfg, dest)[0]:
-            changed.append(dest.path)
+        try:
+            if write(dd, cfg, dest)[0]:
+                changed.append(dest.path)
+        except PluginError as err:
+            first_error = first_error or err
+    if first_error is not None:
+        raise first_error
     return changed
 
 
-def add(dd: DataDir, cfg: Config, dest: Path, *, static: bool, default: str | None) -> Destination:
+def add(dd: DataDir, cfg: Config, dest: Path | str, *, static: bool, default: str | None) -> Destination:
     """Validate, record (saving the config when it changed) and return the destination's record."""
-    path = check_destination(dd, dest)
+    if is_secret(dest):
+        from . import kube_secret
+
+        url = str(kube_secret.parse_url(str(dest)))  # canonical: the namespace of $POD_NAMESPACE written out
+        if record(cfg, url, True, default):
+            dd.save_config(cfg)
+        return next(d for d in cfg.destinations if d.path == url)
+    path = check_destination(dd, Path(dest))
     try:
         files.ensure_dir(path)  # refuses a symlink or a file there before it is recorded
     except OSError as exc:
@@ -257,7 +313,7 @@ def add(dd: DataDir, cfg: Config, dest: Path, *, static: bool, default: str | No
     return next(d for d in cfg.destinations if d.path == str(path))
 
 
-def write_destination(dd: DataDir, cfg: Config, dest: Path, *, static: bool = False,
+def write_destination(dd: DataDir, cfg: Config, dest: Path | str, *, static: bool = False,
                       default: str | None = None) -> list[str]:
     """`login --destination DIR`: record DIR and write its files now; the lines to print.
 
@@ -266,6 +322,10 @@ def write_destination(dd: DataDir, cfg: Config, dest: Path, *, static: bool = Fa
     default = default or next(iter(cfg.kube_clusters), None)
     item = add(dd, cfg, dest, static=static, default=default)
     _, missing = write(dd, cfg, item)
+    if is_secret(item.path):
+        out = [f"Wrote tbot's Kubernetes output files (static kubeconfig) to Secret {item.path}; "
+               "`kubectl-teleport start` keeps it renewed"]
+        return out + ([f"No certificate cached yet for {item.default}"] if item.default in missing else [])
     kind = "static kubeconfig" if static else "exec kubeconfig"
     out = [f"Wrote tbot's Kubernetes output files (identity, tlscert, key, ..., kubeconfig.yaml; {kind}) to "
            f"{item.path}; "
@@ -275,8 +335,19 @@ def write_destination(dd: DataDir, cfg: Config, dest: Path, *, static: bool = Fa
     return out
 
 
-def remove(dest: Path) -> list[str]:
-    """Delete the files a destination holds (only ours) and its directories when empty (logout)."""
+def remove(dest: Path | str) -> list[str]:
+    """Delete the files a destination holds (only ours) and its directories when empty (logout); a Secret
+    destination is deleted (a failure is a warning line: logout goes on)."""
+    if is_secret(dest):
+        from ..errors import PluginError
+        from . import kube_secret
+
+        try:
+            gone = kube_secret.delete_secret(kube_secret.parse_url(str(dest)))
+        except PluginError as err:
+            return [f"Warning: {err}; delete the Secret yourself"]
+        return [f"Deleted Secret {dest}"] if gone else []
+    dest = Path(dest)
     removed = False
     for directory in [*sorted((dest / CLUSTERS_DIR).glob("*")), dest / CLUSTERS_DIR, dest]:
         if directory.is_symlink() or not directory.is_dir():

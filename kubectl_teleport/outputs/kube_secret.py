@@ -15,7 +15,8 @@ Opaque Secret, for bots that run inside Kubernetes (as tbot's `kubernetes_secret
   for a certificate that does not verify, `Unavailable` for the network or a server failure, `SecretConflict`
   for a Secret that another writer changed. Nothing here logs, and no error carries Secret data.
 
-The daemon and `login` do not call this yet: `publish` is the function their `--destination` wiring will call.
+`login`/`start --destination kubernetes-secret://...` call `publish` through outputs/destination.py (a dry run
+before a login spends its token); `logout` calls `delete_secret`.
 """
 
 from __future__ import annotations
