@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import errors, fmt, launcher, policy
 from ..errors import PluginError
-from ..store import acl
+from ..store import acl, files
 from ..store.datadir import DataDir, resolve
 
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
@@ -141,8 +141,8 @@ def check_datadir(rep: Report, dd: DataDir) -> list[pwd.struct_passwd]:
         rep.add("data dir", PROBLEM, str(err), err.code)
         return readers
     bad = []
-    for base, _dirs, files in os.walk(dd.root):
-        for name in files:
+    for base, _dirs, found in os.walk(dd.root):
+        for name in found:
             p = Path(base, name)
             try:
                 fst = os.lstat(p)
@@ -158,18 +158,22 @@ def check_datadir(rep: Report, dd: DataDir) -> list[pwd.struct_passwd]:
     owner = pwd.getpwuid(st.st_uid).pw_name if _uid_known(st.st_uid) else str(st.st_uid)
     shared = f", shared by ACL with {', '.join(p.pw_name for p in readers)}" if readers else ""
     rep.add("data dir", OK, f"{dd.root}: owner {owner}, mode {stat.S_IMODE(st.st_mode):o}{shared}")
-    temps = []
+    temps: list[str] = []
+    live: list[str] = []  # a running writer's (a renewal in progress): not stray
     for sub in (dd.root, dd.kube_dir):
         try:
             names = os.listdir(sub)
         except OSError:
             continue
-        temps += [f"{sub}/{n}" for n in names if n.startswith(".") and n.endswith(".tmp")]
+        for n in names:
+            m = files._TEMP_RE.match(n)
+            if m:
+                (temps if not files._pid_alive(int(m.group("pid"))) else live).append(f"{sub}/{n}")
     if temps:
         rep.add("temp files", WARNING, f"{len(temps)} stray temp file(s) (may hold a key): {', '.join(temps[:3])}; "
                 "the next renewal removes those of dead writers, or run `kubectl-teleport start --oneshot`")
     else:
-        rep.add("temp files", OK, "none")
+        rep.add("temp files", OK, f"none stray{f' ({len(live)} of a running writer)' if live else ''}")
     return readers
 
 
@@ -292,9 +296,13 @@ def unit_files(root: Path) -> list[str]:
                 text = Path(d, name).read_text(errors="replace")
             except OSError:
                 continue
-            if "kubectl-teleport" in text and " start" in text and (str(root) in text
-                                                                    or os.path.realpath(root) in text):
-                found.append(f"{d}/{name}")
+            for line in text.splitlines():
+                words = line.replace("=", " ", 1).replace('"', " ").split()
+                if words[:1] == ["ExecStart"] and "start" in words and any(w.endswith("kubectl-teleport")
+                                                                           for w in words) \
+                        and _same_dir(_arg(words, "--data-dir"), root):
+                    found.append(f"{d}/{name}")
+                    break
     return found
 
 

@@ -170,3 +170,50 @@ def test_a_clock_forty_seconds_off_is_a_warning(devcluster_factory, tmp_path):
     out, rows = doctor(dc, data)
     assert out.returncode == 0, out.stdout
     assert rows["clock"]["level"] == "warning" and "behind" in rows["clock"]["message"], out.stdout
+
+
+def test_an_expired_identity_is_a_problem_with_exit_4(devcluster, tmp_path):
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    ident = data / "identity.pem"
+    lines = ident.read_text().split("\n", 1)
+    assert lines[0].startswith("received-at: ")
+    ident.write_text(f"received-at: {int(lines[0].split()[1]) - 7200}\n{lines[1]}")  # arrived 2 h earlier
+    out, rows = doctor(devcluster, data)
+    assert out.returncode == errors.IDENTITY_REJECTED, out.stdout
+    assert rows["identity"]["level"] == "problem" and "expired" in rows["identity"]["message"]
+    assert "new token" in rows["identity"]["message"]
+
+
+def test_a_renewal_in_doubt_is_named(devcluster, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from kubectl_teleport.store import identity
+    from kubectl_teleport.store.datadir import DataDir
+
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    dd = DataDir(data)
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    identity.save_pending(dd, identity.Pending(key, identity.load(dd).generation, 1.0e9, sent=True))
+    out, rows = doctor(devcluster, data)
+    assert out.returncode == 0, out.stdout
+    assert rows["identity"]["level"] == "warning" and "in doubt" in rows["identity"]["message"], out.stdout
+    assert "BEGIN" not in out.stdout
+
+
+def test_a_systemd_unit_for_the_data_dir_counts_as_the_daemon(tmp_path, monkeypatch):
+    from kubectl_teleport.commands import doctor as doctor_mod
+
+    units = tmp_path / "units"
+    units.mkdir()
+    data = tmp_path / "bot"
+    (units / "other.service").write_text("[Service]\nExecStart=/usr/bin/kubectl-teleport start --data-dir /x\n")
+    monkeypatch.setattr(doctor_mod, "SYSTEMD_DIRS", (str(units),))
+    assert doctor_mod.unit_files(data) == []
+    (units / "kt.service").write_text(plugin("systemd-unit", "--data-dir", str(data)).stdout)  # what we ship
+    assert doctor_mod.unit_files(data) == [f"{units}/kt.service"]
+    (units / "kt.service").write_text(f"[Service]\nExecStart=/opt/kt/bin/kubectl-teleport start --data-dir {data}2\n")
+    assert doctor_mod.unit_files(data) == []  # another data dir whose name starts with this one's
