@@ -25,7 +25,7 @@ a reader must never see them from two issuances.
 A destination may also be `kubernetes-secret://NAMESPACE/NAME` (kube_secret.py): the default cluster's file set
 as the keys of one Opaque Secret, one server-side apply per change, its kubeconfig.yaml always static (the pods
 that read the Secret have no data dir to exec into). Only the short-lived certificates go there, never the bot's
-renewable identity. Recorded in config.json like a directory, kept renewed by `start`, deleted by `logout`.
+renewable identity. Recorded in config.json like a directory, kept renewed by `start`, emptied by `logout`.
 """
 
 from __future__ import annotations
@@ -336,17 +336,22 @@ def write_destination(dd: DataDir, cfg: Config, dest: Path | str, *, static: boo
 
 
 def remove(dest: Path | str) -> list[str]:
-    """Delete the files a destination holds (only ours) and its directories when empty (logout); a Secret
-    destination is deleted (a failure is a warning line: logout goes on)."""
+    """Delete the files a destination holds (only ours) and its directories when empty (logout). A Secret
+    destination is emptied: an apply of no keys removes ours, the Secret and others' keys stay (deleting it is the
+    admin's call, docs/design.md); a failure is a warning line, logout goes on."""
     if is_secret(dest):
         from ..errors import PluginError
         from . import kube_secret
 
         try:
-            gone = kube_secret.delete_secret(kube_secret.parse_url(str(dest)))
+            ref = kube_secret.parse_url(str(dest))
+            access = kube_secret.load_access()
+            if kube_secret.read_secret(ref, access=access) is None:
+                return []
+            kube_secret.write_files(ref, {}, access=access)
         except PluginError as err:
-            return [f"Warning: {err}; delete the Secret yourself"]
-        return [f"Deleted Secret {dest}"] if gone else []
+            return [f"Warning: {err}; remove the credentials from the Secret yourself"]
+        return [f"Removed the credentials from Secret {dest}"]
     dest = Path(dest)
     removed = False
     for directory in [*sorted((dest / CLUSTERS_DIR).glob("*")), dest / CLUSTERS_DIR, dest]:
