@@ -1,6 +1,6 @@
 """The devcluster's certificate authorities: creating them and issuing every certificate they sign.
 
-Two CAs, as in Teleport: the *host* CA signs serving certificates (auth API, Kubernetes endpoint); the *user*
+Two CAs, as in Teleport: the *host* CA signs serving certificates (auth service, Kubernetes endpoint); the *user*
 CA signs client identities (bot identities and Kubernetes client certificates). ECDSA P-256, SHA-256.
 """
 

@@ -1,4 +1,4 @@
-"""TLS HTTP/1.1 plumbing shared by the auth API and the Kubernetes endpoint.
+"""TLS HTTP/1.1 plumbing shared by the proxy's web API and the Kubernetes endpoint.
 
 The TLS handshake runs in the connection's own thread (a slow client cannot stall `accept`), bodies are capped,
 every answer has a Content-Length (keep-alive), and the access log holds method, path and status only: never a
