@@ -217,3 +217,38 @@ def test_a_systemd_unit_for_the_data_dir_counts_as_the_daemon(tmp_path, monkeypa
     assert doctor_mod.unit_files(data) == [f"{units}/kt.service"]
     (units / "kt.service").write_text(f"[Service]\nExecStart=/opt/kt/bin/kubectl-teleport start --data-dir {data}2\n")
     assert doctor_mod.unit_files(data) == []  # another data dir whose name starts with this one's
+
+
+def test_the_reader_user_of_an_init_acl_must_be_able_to_run_the_exec_command(devcluster, tmp_path):
+    import pwd
+    import shutil
+
+    from kubectl_teleport.store import acl
+
+    try:
+        reader = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody")
+    if os.geteuid() == reader.pw_uid:
+        pytest.skip("runs as nobody")
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    undef = acl.ACL_UNDEFINED_ID
+    try:  # what `init --reader-user nobody` gives the data dir: a named user entry
+        acl.set_acl(data, acl.ACL_ACCESS, acl.encode_acl([
+            (acl.ACL_USER_OBJ, 7, undef), (acl.ACL_USER, 5, reader.pw_uid), (acl.ACL_GROUP_OBJ, 0, undef),
+            (acl.ACL_MASK, 5, undef), (acl.ACL_OTHER, 0, undef)]))
+    except OSError:
+        pytest.skip("no POSIX ACLs here")
+    kubeconfig = data / "kubeconfig.yaml"
+    real = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["exec"]["command"]
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    copy = private / "kubectl-teleport"
+    shutil.copy2(real, copy)  # runs fine for us, but `nobody` cannot search the 0700 directory
+    edit_exec(kubeconfig, lambda ex: ex.update(command=str(copy)))
+    out, rows = doctor(devcluster, data)
+    assert rows["data dir"]["level"] == "ok" and "nobody" in rows["data dir"]["message"], out.stdout
+    assert out.returncode == errors.UNSAFE_STATE, out.stdout
+    row = rows["exec command"]
+    assert row["level"] == "problem" and "nobody" in row["message"] and str(private) in row["message"], out.stdout
