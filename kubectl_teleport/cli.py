@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--timeout", type=_seconds(3600), default=15.0, metavar="SECONDS",
                        help="bound on all network calls (default 15)")
     login.add_argument("--destination", metavar="DIR",
-                       help="also write tbot-style files (tlscert, key, tlscacerts, kubeconfig.yaml) to DIR")
+                       help="also write tbot's Kubernetes output files (identity, tlscert, key, ..., kubeconfig.yaml) "
+                            "to DIR, or to a Secret: kubernetes-secret://NAMESPACE/NAME")
     login.add_argument("--static", action="store_true",
                        help="with --destination: embed the certificate in DIR/kubeconfig.yaml instead of exec")
 
@@ -96,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--oneshot", action="store_true", help="renew once and exit")
     start.add_argument("--renewal-interval", default="20m", metavar="DURATION",
                        help="how often to renew (default 20m, with jitter)")
-    start.add_argument("--destination", metavar="DIR", help="also keep tbot-style files in DIR up to date")
+    start.add_argument("--destination", metavar="DIR",
+                       help="also keep tbot's Kubernetes output files in DIR (or kubernetes-secret://NAMESPACE/NAME) "
+                            "up to date")
     start.add_argument("--static", action="store_true", help="with --destination: static kubeconfig")
 
     unit = sub.add_parser("systemd-unit", help="print a systemd unit that runs `kubectl-teleport start`")
