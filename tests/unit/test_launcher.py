@@ -121,6 +121,18 @@ def test_in_a_venv_it_runs_the_venv_s_python_directly_or_through_a_link(tmp_path
         assert launcher.interpreter(str(command)) == [got["exe"], "-IS"]
 
 
+def test_an_editable_install_is_found_through_site_s_pth_files(tmp_path: Path) -> None:
+    """pip install -e: the package stays in the checkout and a .pth file in site-packages points there."""
+    script = make_prefix(tmp_path / "venv", venv=True)
+    site_packages = tmp_path / "venv" / "lib" / VERSION / "site-packages"
+    (tmp_path / "checkout").mkdir()
+    (site_packages / "kubectl_teleport").rename(tmp_path / "checkout" / "kubectl_teleport")
+    (site_packages / "__editable__.kubectl_teleport.pth").write_text(f"{tmp_path / 'checkout'}\n")
+    got = started(run([str(script), "y"]))
+    assert got["argv"] == ["y"] and got["modules"] == HOT_PATH
+    assert got["file"].startswith(str(tmp_path / "checkout"))
+
+
 def test_exit_codes_pass_through(prefix: Path) -> None:
     out = run([str(prefix), "x", "3"])
     assert out.returncode == 3 and json.loads(out.stdout)["argv"] == ["x", "3"]
