@@ -1,6 +1,6 @@
 """Fault injection between the plugin and a devcluster (loopback only, bounded, threads).
 
-- `TcpFaultProxy`: a TCP relay in front of the real auth API (TLS passes through untouched, so mTLS works):
+- `TcpFaultProxy`: a TCP relay in front of the real proxy or auth service (TLS passes through untouched, so mTLS works):
   `pass` relays, `hang` accepts and never answers, `drip` relays the server's bytes one at a time.
 - `TlsFaultServer`: terminates TLS itself with a serving certificate signed by the devcluster's host CA (read
   from its state dir), or by another CA (`other_ca=True`), and answers each request with a fault: an HTTP
@@ -170,7 +170,7 @@ def host_ca(state_dir: Path) -> tuple[x509.Certificate, object]:
 
 
 class TlsFaultServer:
-    """An HTTPS server answering with faults. `faults` maps "METHOD /v1/path" (or "*") to a fault:
+    """An HTTPS server answering with faults. `faults` maps "METHOD /path" (or "*") to a fault:
     "status:503", "nonjson", "huge", "reset", "json:{...}", "hang" or "forward"."""
 
     def __init__(self, faults: dict[str, str], *, state_dir: Path | None = None, upstream: str | None = None,
