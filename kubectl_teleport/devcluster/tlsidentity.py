@@ -11,16 +11,21 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-OID_KUBE_USERS = x509.ObjectIdentifier("1.3.9999.1.1")
-OID_KUBE_GROUPS = x509.ObjectIdentifier("1.3.9999.1.2")
-OID_KUBE_CLUSTER = x509.ObjectIdentifier("1.3.9999.1.3")
-OID_TELEPORT_CLUSTER = x509.ObjectIdentifier("1.3.9999.1.7")
-OID_RENEWABLE = x509.ObjectIdentifier("1.3.9999.1.13")
-OID_GENERATION = x509.ObjectIdentifier("1.3.9999.1.14")
-OID_IMPERSONATOR = x509.ObjectIdentifier("1.3.9999.2.7")
-OID_DISALLOW_REISSUE = x509.ObjectIdentifier("1.3.9999.2.9")
-OID_BOT_NAME = x509.ObjectIdentifier("1.3.9999.2.18")
-OID_BOT_INSTANCE = x509.ObjectIdentifier("1.3.9999.2.20")
+from ..pki import OID_BOT_INSTANCE_ID as OID_BOT_INSTANCE
+
+# Teleport's subject attributes: one table, in the neutral pki module the plugin uses too.
+from ..pki import (
+    OID_BOT_NAME,
+    OID_DISALLOW_REISSUE,
+    OID_GENERATION,
+    OID_IMPERSONATOR,
+    OID_KUBE_CLUSTER,
+    OID_KUBE_GROUPS,
+    OID_KUBE_USERS,
+    OID_RENEWABLE,
+    OID_TELEPORT_CLUSTER,
+)
+
 TRUE = "true"
 
 
