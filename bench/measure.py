@@ -49,6 +49,7 @@ class Spawner:
         self.python = python
         self.scratch = scratch
         self.self_rss_kb = 0
+        self.release_time: float | None = None  # wall clock (time.time) of the last gate's release
 
     def _call(self, mode: str, cmds: list[Cmd]) -> list[Run]:
         runs = []
@@ -63,6 +64,7 @@ class Spawner:
             sys.exit(f"bench: the spawner failed: {proc.stderr.decode(errors='replace').strip()[-500:]}")
         reply = marshal.loads(proc.stdout)
         self.self_rss_kb = max(self.self_rss_kb, reply["self_rss_kb"])
+        self.release_time = reply["release_time"]
         return [Run(*r) for r in reply["runs"]]
 
     def seq(self, cmds: list[Cmd]) -> list[Run]:

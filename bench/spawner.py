@@ -9,7 +9,8 @@ Python child reaches by itself; it reports its own resident size so the driver c
 
 Protocol: one marshal-encoded request on stdin, one marshal-encoded reply on stdout.
   {"mode": "seq" | "gate", "runs": [(argv, env, out_path, err_path), ...]}
-  -> {"runs": [(wall_seconds, maxrss_kb, wait_status, stdout_bytes, stderr_bytes), ...], "self_rss_kb": int}
+  -> {"runs": [(wall_seconds, maxrss_kb, wait_status, stdout_bytes, stderr_bytes), ...], "self_rss_kb": int,
+      "release_time": time.time() at the release of a "gate" batch, or None}
 "seq" runs the commands one after another; "gate" forks them all, each blocked on a pipe, then releases them
 at once and times each from the release to its exit (reaped as it exits).
 """
@@ -62,6 +63,7 @@ def run_seq(runs):
 
 
 def run_gate(runs):
+    """Returns the results and the release instant on the wall clock (to place file times on the walls)."""
     gate_r, gate_w = os.pipe()
     pids = {}
     fds = []
@@ -76,6 +78,7 @@ def run_gate(runs):
         os.close(fd)
     os.close(gate_r)
     done = [None] * len(runs)
+    release_time = time.time()
     t0 = time.perf_counter()
     os.close(gate_w)  # release them all
     while pids:
@@ -83,7 +86,7 @@ def run_gate(runs):
         wall = time.perf_counter() - t0
         i = pids.pop(pid)
         done[i] = (wall, ru.ru_maxrss, status)
-    return [(*d, _read(r[2]), _read(r[3])) for d, r in zip(done, runs, strict=True)]
+    return [(*d, _read(r[2]), _read(r[3])) for d, r in zip(done, runs, strict=True)], release_time
 
 
 def self_rss_kb():
@@ -96,8 +99,8 @@ def self_rss_kb():
 
 def main():
     req = marshal.loads(sys.stdin.buffer.read())
-    runs = run_gate(req["runs"]) if req["mode"] == "gate" else run_seq(req["runs"])
-    sys.stdout.buffer.write(marshal.dumps({"runs": runs, "self_rss_kb": self_rss_kb()}))
+    runs, release_time = run_gate(req["runs"]) if req["mode"] == "gate" else (run_seq(req["runs"]), None)
+    sys.stdout.buffer.write(marshal.dumps({"runs": runs, "self_rss_kb": self_rss_kb(), "release_time": release_time}))
 
 
 if __name__ == "__main__":
