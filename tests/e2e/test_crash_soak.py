@@ -1,10 +1,9 @@
-"""Crash safety: a short version of bench/soak.py (SIGKILL during renewal: nothing is ever corrupted, and the bot
-is locked only when a kill landed between Teleport's answer and the save, which the soak counts), and a killed
-lock holder leaves no lock behind (flock is released by the kernel)."""
+"""Crash safety: a short run of the soak (harness/soak.py; `python -m bench.soak` runs long ones). SIGKILL
+during renewal never corrupts anything, and the bot is locked only when a kill landed between Teleport's answer
+and the save, which the soak counts. A killed lock holder leaves no lock behind (the kernel releases the flock)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -12,20 +11,13 @@ import sys
 
 import pytest
 
+from harness import soak
 from kubectl_teleport.store import lock as locking
 from kubectl_teleport.store.datadir import DataDir
 from tests.conftest import REPO
 
 
-def _soak_module():
-    spec = importlib.util.spec_from_file_location("kt_soak", REPO / "bench" / "soak.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_sigkill_during_renewal_never_corrupts_or_locks(tmp_path):
-    soak = _soak_module()
     figures = soak.soak(20, seed=5, base=tmp_path, check_locks_every=0, log=lambda _: None)
     killed = sum(n for k, n in figures["outcomes"].items() if k.endswith("killed"))
     assert killed >= 5, figures  # the kills do land during the runs

@@ -93,7 +93,7 @@ def test_a_hundred_callers_with_the_identity_due_renew_it_once(devcluster, tmp_p
     import subprocess
     from concurrent.futures import ThreadPoolExecutor
 
-    from bench.soak import EXEC_INFO, command
+    from harness.soak import EXEC_INFO, command
 
     data = tmp_path / "bot"
     login(devcluster, data)
