@@ -2,9 +2,10 @@
 
 The decisions are `policy.decide`'s; this module only reads, locks and renews as it says. One renewal however
 many processes ask at once: the lock is taken, the cache re-read, and only a process that still finds the
-certificate due renews. While the cached certificate is valid nobody waits, a renewal may only take
-`policy.DUE_BUDGET` seconds of network, and whatever goes wrong the cached certificate is served with one
-warning line.
+certificate due renews. Waiters do not queue for the lock once it is done: between two tries they read the
+cache, and serve the renewer's certificate as soon as it is there. While the cached certificate is valid nobody
+waits, a renewal may only take `policy.DUE_BUDGET` seconds of network, and whatever goes wrong the cached
+certificate is served with one warning line.
 
 This module stays light (standard library plus our cache, policy and lock modules): in a stampede every waiting
 process runs it, whether the certificate is expired or missing, and only the one that renews imports the TLS,
@@ -40,7 +41,9 @@ def credentials(data_dir: str, cluster: str, *, wait: float = DEFAULT_WAIT,
             if not lock.try_acquire():
                 return execcred.render(version, entry.status)  # type: ignore[union-attr]  # someone renews it
         else:
-            lock.acquire_or_fail(wait, data_dir)
+            renewed = lock.acquire_or_fail(wait, data_dir, until=lambda: _fresh_entry(data_dir, cluster))
+            if renewed is not None:  # another process renewed it while this one waited
+                return execcred.render(version, renewed.status)
     except PluginError as err:
         if _valid(entry, clock.now()):
             fmt.warn(f"{err} (serving the cached certificate, valid until {fmt.rfc3339(entry.expires_at)})")
@@ -54,6 +57,12 @@ def credentials(data_dir: str, cluster: str, *, wait: float = DEFAULT_WAIT,
         return execcred.render(version, _renew(data_dir, cluster, latest, timeout).status)
     finally:
         lock.release()
+
+
+def _fresh_entry(data_dir: str, cluster: str) -> cache.Entry | None:
+    """The cache entry if it is fresh now (the fast reader only: waiters poll it)."""
+    entry = cache.read_fast(data_dir, cluster)
+    return entry if _fresh(entry, clock.now()) else None
 
 
 def _fresh(entry: cache.Entry | None, now: float) -> bool:

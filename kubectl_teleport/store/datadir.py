@@ -191,7 +191,9 @@ class DataDir:
     def acquire(self, wait: float) -> IdentityLock:
         """Create the directory if needed and take the lock, waiting at most `wait` seconds."""
         self.create()
-        return self.lock().acquire_or_fail(wait, self.root)
+        lock = self.lock()
+        lock.acquire_or_fail(wait, self.root)
+        return lock
 
     # cache entries ------------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from tests.plugin_helpers import (
     credentials,
     edit_exec,
     hit_imports,
+    imported,
     join_args,
     kubectl_run,
     login,
@@ -264,6 +265,67 @@ def test_lock_held_elsewhere_serves_valid_cert_at_once_and_bounds_the_wait(devcl
         lock.release()
     assert credentials(data).returncode == 0  # the lock is free again: renews
     assert devcluster.stats()["kube_certs_issued"] == 2
+
+
+# What a waiter (nothing valid cached, the lock held by the renewer) imports beyond the cache hit's modules: the
+# light careful path and `os`, no json, re, typing, pathlib or dataclasses (docs/design.md, the stampede).
+WAITER = HOT_PATH | {
+    "__future__", "_collections_abc", "_stat", "errno", "fcntl", "genericpath", "os", "posixpath", "stat",
+    "kubectl_teleport.commands", "kubectl_teleport.commands.credentials", "kubectl_teleport.clock",
+    "kubectl_teleport.fmt", "kubectl_teleport.policy", "kubectl_teleport.sitepath", "kubectl_teleport.errors",
+    "kubectl_teleport.store", "kubectl_teleport.store.lock"}
+
+
+def _sleeping(pid: int) -> bool:
+    """True once the process sleeps in a timed wait (the waiters' poll; nothing before it sleeps)."""
+    with open(f"/proc/{pid}/wchan") as fh:
+        return "nanosleep" in fh.read()
+
+
+def test_a_waiter_serves_the_renewers_certificate_without_a_turn_with_the_lock(devcluster, tmp_path):
+    """Nothing valid is cached and another process holds the lock (it renews): a waiter serves that process's
+    certificate as soon as it is cached, while the lock is still held, and imports only the light careful path."""
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from kubectl_teleport import cache
+    from kubectl_teleport.store.datadir import DataDir
+
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    path = Path(cache.cache_path(str(data), KUBE_CLUSTER))
+    renewed = path.read_bytes()
+    issued = devcluster.stats()["kube_certs_issued"]
+    exec_ = yaml.safe_load((data / "kubeconfig.yaml").read_text())["users"][0]["user"]["exec"]
+    python = python_of(exec_["command"])
+    env = {**os.environ, "KUBERNETES_EXEC_INFO": EXEC_INFO_V1}
+    lock = DataDir(data).acquire(30)
+    try:
+        make_due(data, expired=True)
+        proc = subprocess.Popen([*python, "-v", exec_["command"], *exec_["args"]], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            deadline = time.monotonic() + 20
+            while not _sleeping(proc.pid):  # polling: it found the lock taken and nothing fresh
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.005)
+            tmp = path.with_name(".renewed.tmp")
+            tmp.write_bytes(renewed)
+            tmp.chmod(0o600)
+            tmp.replace(path)  # the renewer commits; it still holds the lock
+            out, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+    finally:
+        lock.release()
+    assert proc.returncode == 0
+    assert cert_of(out) == json.loads(cache.decode(renewed).status)["clientCertificateData"]
+    assert devcluster.stats()["kube_certs_issued"] == issued  # the waiter renewed nothing
+    mods = {line.split("'")[1] for line in err.splitlines() if line.startswith("import '")}
+    _, floor = imported([*python, "-v", "-c", "pass"], env)
+    assert not [line for line in err.splitlines() if not line.startswith(("import ", "#", "Python "))]  # no warning
+    assert mods - floor == WAITER
 
 
 def test_real_kubectl_exec_info_takes_the_fast_path(devcluster, kubectl, tmp_path):
