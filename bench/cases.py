@@ -275,8 +275,10 @@ def stampede(s: Setup, n: int, reps: int, *, missing: bool = False) -> list[Row]
     for _ in range(reps):
         hits = s.spawner.gate([s.plugin] * n)
         all_ok(s, f"{label}, baseline", hits)
-        if {r.stdout for r in hits} != {s.hit_output}:
-            s.fail(f"{label}, baseline: the concurrent cache hits did not all serve the cached credential")
+        other = [r.stdout for r in hits if r.stdout != s.hit_output]
+        if other:
+            s.fail(f"{label}, baseline: {len(other)} of {n} concurrent cache hits served another credential "
+                   f"than the cached one ({len(set(other))} distinct, e.g. {other[0][:160]!r})")
         hit_p50.append(percentile(walls(hits), 50))
         hit_p99.append(percentile(walls(hits), 99))
         w, committed, kube, ident = stampede_once(s, n, missing, label)

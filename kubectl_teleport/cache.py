@@ -144,6 +144,20 @@ def read_fast(data_dir: str, cluster: str) -> Entry | None:
     return None if data is None else decode(data)
 
 
+def absent(data_dir: str, cluster: str) -> bool:
+    """True when the cluster's cache file simply does not exist (yet) in a data dir we trust: nothing unusual
+    for the careful path to explain (after `read_fast` declined)."""
+    if not valid_cluster_name(cluster) or not dirs_trusted(data_dir):
+        return False
+    try:
+        posix.lstat(cache_path(data_dir, cluster))
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _read_small(path: str, strict_owner: bool) -> bytes | None:
     """A small regular file's bytes (`O_NOFOLLOW`), or None when it is missing or not to be trusted: ours with
     no bits for others (with `strict_owner`, no group bits either, ACL or not)."""

@@ -1,6 +1,7 @@
 """Console-script entry point. A cache hit of `credentials` (`--data-dir D --kube-cluster K`, or a tbot
 destination: `--tbot-dir DIR --cache-dir CDIR`) is answered here with built-in modules only (`posix`, `sys`,
-`time`: not even `os`); everything else is handed to the careful path or the full CLI.
+`time`: not even `os`); a miss while another process renews waits for its certificate almost as lightly
+(`waiter`); everything else is handed to the careful path or the full CLI.
 Every path runs inside the same error guard: one line on stderr, a documented exit code, no traceback."""
 
 import posix
@@ -52,10 +53,18 @@ def _tbot_args(args: list[str]) -> tuple[str, str | None] | None:
     return tbot_dir, cache_dir
 
 
+served = False  # the answer came from a cache, with only light modules loaded: the launcher may `_exit`
+
+
+def _version() -> str | None:
+    """The ExecCredential version kubectl asked for, when KUBERNETES_EXEC_INFO is simple enough to read here."""
+    raw = posix.environ.get(execcred.ENV_BYTES)
+    return execcred.fast_version(None if raw is None else raw.decode("utf-8", "replace"))
+
+
 def fast_credentials(data_dir: str, cluster: str) -> bytes | None:
     """The ExecCredential for a cache hit, or None when the careful path must decide."""
-    raw = posix.environ.get(execcred.ENV_BYTES)
-    version = execcred.fast_version(None if raw is None else raw.decode("utf-8", "replace"))
+    version = _version()
     if version is None:
         return None
     entry = cache.read_fast(data_dir, cluster)
@@ -66,14 +75,21 @@ def fast_credentials(data_dir: str, cluster: str) -> bytes | None:
 
 def fast_tbot_credentials(tbot_dir: str, cache_dir: str) -> bytes | None:
     """The ExecCredential for a tbot destination whose files are unchanged since its entry was made, or None."""
-    raw = posix.environ.get(execcred.ENV_BYTES)
-    version = execcred.fast_version(None if raw is None else raw.decode("utf-8", "replace"))
+    version = _version()
     if version is None:
         return None
     entry = cache.read_tbot_fast(tbot_dir, cache_dir)
     if entry is None or not entry.fresh(time.time()):
         return None
     return execcred.render(version, entry.status)
+
+
+def _serve(out: bytes) -> int:
+    """Print a cached answer (a hit, or the certificate another process just renewed)."""
+    global served
+    execcred.write_stdout(out)
+    served = True
+    return 0
 
 
 def _careful_tbot(tbot_dir: str, cache_dir: str | None) -> int:
@@ -85,10 +101,21 @@ def _careful_tbot(tbot_dir: str, cache_dir: str | None) -> int:
 
 
 def _careful(data_dir: str, cluster: str) -> int:
-    """Not a cache hit: the light careful path (no argparse; heavy libraries only for the one renewer)."""
+    """Not a cache hit: wait for another process's renewal as lightly as a hit (`waiter`), or take the careful
+    path (no argparse; heavy libraries only for the one renewer)."""
+    version = _version()
+    if version is not None:
+        from . import waiter
+
+        out, held, wait = waiter.wait(data_dir, cluster, version)
+        if out is not None:
+            return _serve(out)
+    else:
+        held, wait = None, None
     from .commands import credentials
 
-    execcred.write_stdout(credentials.credentials(data_dir, cluster))
+    kw = {} if wait is None else {"wait": wait}
+    execcred.write_stdout(credentials.credentials(data_dir, cluster, held=held, **kw))
     return 0
 
 
@@ -97,17 +124,13 @@ def _run(argv: list[str]) -> int:
         parsed = _fast_args(argv[1:])
         if parsed is not None:
             out = fast_credentials(*parsed)
-            if out is not None:
-                execcred.write_stdout(out)
-                return 0
-            return _careful(*parsed)
+            return _careful(*parsed) if out is None else _serve(out)
         tbot = _tbot_args(argv[1:])
         if tbot is not None:
             if tbot[1] is not None:
                 out = fast_tbot_credentials(tbot[0], tbot[1])
                 if out is not None:
-                    execcred.write_stdout(out)
-                    return 0
+                    return _serve(out)
             return _careful_tbot(*tbot)
     from . import sitepath
 

@@ -5,9 +5,9 @@
 Times are Unix seconds on the *local* clock. A certificate's NotBefore/NotAfter are the *server's* clock, so
 `timing` maps them onto the local one: Teleport issues certificates with NotBefore one minute before its own
 "now" (the devcluster too), which tells how far the two clocks are apart at the moment of issue.
-"""
 
-from __future__ import annotations
+Built-in modules only, and no `from __future__` import: the waiters of a stampede import this (`waiter.py`).
+"""
 
 BACKDATE = 60  # seconds the issuer puts NotBefore before its own "now"
 RENEW_FRACTION = 1 / 3  # renew once less than this share of the lifetime is left

@@ -3,7 +3,8 @@
 The decisions are `policy.decide`'s; this module only reads, locks and renews as it says. One renewal however
 many processes ask at once: the lock is taken, the cache re-read, and only a process that still finds the
 certificate due renews. Waiters do not queue for the lock once it is done: between two tries they read the
-cache, and serve the renewer's certificate as soon as it is there. While the cached certificate is valid nobody
+cache, and serve the renewer's certificate as soon as it is there (called from the hot path, `waiter.py` does
+the same waiting more lightly and hands the lock it took to this module). While the cached certificate is valid nobody
 waits, a renewal may only take `policy.DUE_BUDGET` seconds of network, and whatever goes wrong the cached
 certificate is served with one warning line.
 
@@ -18,37 +19,40 @@ import os
 
 from .. import cache, clock, execcred, fmt, policy, sitepath
 from ..errors import NotLoggedIn, PluginError, Unavailable, UsageError
-from ..store.lock import DEFAULT_WAIT, IdentityLock, is_writer
+from ..store.lock import DEFAULT_WAIT, IdentityLock, is_writer, lock_path
 
 DEFAULT_TIMEOUT = 15.0
 
 
 def credentials(data_dir: str, cluster: str, *, wait: float = DEFAULT_WAIT,
-                timeout: float = DEFAULT_TIMEOUT) -> bytes:
-    """The ExecCredential JSON for `cluster`, renewing under the lock when due."""
+                timeout: float = DEFAULT_TIMEOUT, held: IdentityLock | None = None) -> bytes:
+    """The ExecCredential JSON for `cluster`, renewing under the lock when due (`held`: the caller already
+    holds the identity's lock, `waiter.wait` took it)."""
     version = execcred.fast_version(os.environ.get(execcred.ENV)) or execcred.requested_version()
     data_dir = os.path.abspath(data_dir)
-    entry = _read(data_dir, cluster)
-    now = clock.now()
-    step = policy.decide(_fresh(entry, now), _valid(entry, now), writable=_writable(data_dir))
-    if step in (policy.SERVE, policy.READER_SERVE):
-        return execcred.render(version, entry.status)  # type: ignore[union-attr]
-    if step == policy.READER_FAIL:
-        raise _reader_error(data_dir, cluster, entry)
-    lock = IdentityLock(os.path.join(data_dir, "lock"))
-    try:
-        if step == policy.TRY_LOCK:
-            if not lock.try_acquire():
-                return execcred.render(version, entry.status)  # type: ignore[union-attr]  # someone renews it
-        else:
-            renewed = lock.acquire_or_fail(wait, data_dir, until=lambda: _fresh_entry(data_dir, cluster))
-            if renewed is not None:  # another process renewed it while this one waited
-                return execcred.render(version, renewed.status)
-    except PluginError as err:
-        if _valid(entry, clock.now()):
-            fmt.warn(f"{err} (serving the cached certificate, valid until {fmt.rfc3339(entry.expires_at)})")
+    lock = held
+    if lock is None:
+        entry = _read(data_dir, cluster)
+        now = clock.now()
+        step = policy.decide(_fresh(entry, now), _valid(entry, now), writable=_writable(data_dir))
+        if step in (policy.SERVE, policy.READER_SERVE):
             return execcred.render(version, entry.status)  # type: ignore[union-attr]
-        raise
+        if step == policy.READER_FAIL:
+            raise _reader_error(data_dir, cluster, entry)
+        lock = IdentityLock(lock_path(data_dir))
+        try:
+            if step == policy.TRY_LOCK:
+                if not lock.try_acquire():
+                    return execcred.render(version, entry.status)  # type: ignore[union-attr]  # someone renews
+            else:
+                renewed = lock.acquire_or_fail(wait, data_dir, until=lambda: _fresh_entry(data_dir, cluster))
+                if renewed is not None:  # another process renewed it while this one waited
+                    return execcred.render(version, renewed.status)
+        except PluginError as err:
+            if _valid(entry, clock.now()):
+                fmt.warn(f"{err} (serving the cached certificate, valid until {fmt.rfc3339(entry.expires_at)})")
+                return execcred.render(version, entry.status)  # type: ignore[union-attr]
+            raise
     try:
         latest = _read(data_dir, cluster)
         now = clock.now()
@@ -84,8 +88,7 @@ def _read(data_dir: str, cluster: str) -> cache.Entry | None:
     entry = cache.read_fast(data_dir, cluster)
     if entry is not None:
         return entry
-    if cache.valid_cluster_name(cluster) and cache.dirs_trusted(data_dir) and not os.path.lexists(
-            cache.cache_path(data_dir, cluster)):
+    if cache.absent(data_dir, cluster):
         if not os.path.lexists(os.path.join(data_dir, "config.json")):
             raise NotLoggedIn(f"no identity in {data_dir}: run `kubectl-teleport login` first")
         return None

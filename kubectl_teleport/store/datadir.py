@@ -27,11 +27,11 @@ from .. import cache
 from ..config import Config
 from ..errors import NotLoggedIn, UnsafeState, UsageError
 from .files import Dir, Reservation
-from .lock import IdentityLock, is_writer
+from .lock import LOCK_NAME, IdentityLock, is_writer
 
 ENV_DATA_DIR = "KUBECTL_TELEPORT_DATA_DIR"
 CONFIG, IDENTITY, PENDING, LOCK, KUBE, KUBECONFIG = (
-    "config.json", "identity.pem", "identity.pending.json", "lock", "kube", "kubeconfig.yaml")
+    "config.json", "identity.pem", "identity.pending.json", LOCK_NAME, "kube", "kubeconfig.yaml")
 OWNED = (CONFIG, IDENTITY, PENDING, KUBECONFIG)  # files logout removes (the lock stays)
 ENTRY_SUFFIX = ".cred"
 SSH_CERT_SUFFIX = ".sshcert"

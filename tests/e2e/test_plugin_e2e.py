@@ -268,12 +268,9 @@ def test_lock_held_elsewhere_serves_valid_cert_at_once_and_bounds_the_wait(devcl
 
 
 # What a waiter (nothing valid cached, the lock held by the renewer) imports beyond the cache hit's modules: the
-# light careful path and `os`, no json, re, typing, pathlib or dataclasses (docs/design.md, the stampede).
-WAITER = HOT_PATH | {
-    "__future__", "_collections_abc", "_stat", "errno", "fcntl", "genericpath", "os", "posixpath", "stat",
-    "kubectl_teleport.commands", "kubectl_teleport.commands.credentials", "kubectl_teleport.clock",
-    "kubectl_teleport.fmt", "kubectl_teleport.policy", "kubectl_teleport.sitepath", "kubectl_teleport.errors",
-    "kubectl_teleport.store", "kubectl_teleport.store.lock"}
+# waiter, the policy and the lock (built-in modules only, no os, json, re, typing or pathlib; docs/design.md).
+WAITER = HOT_PATH | {"errno", "fcntl", "kubectl_teleport.waiter", "kubectl_teleport.policy", "kubectl_teleport.store",
+                     "kubectl_teleport.store.lock"}
 
 
 def _sleeping(pid: int) -> bool:
