@@ -373,22 +373,6 @@ def _same_dir(value: str | None, root: Path) -> bool:
     return bool(value) and os.path.realpath(os.path.expanduser(str(value))) == os.path.realpath(root)
 
 
-def daemon_pids(root: Path) -> list[int]:
-    """`kubectl-teleport start` processes for this data dir (from /proc cmdlines)."""
-    found = []
-    for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not pid.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace").split("\0")
-        except OSError:
-            continue
-        if any(a.endswith("kubectl-teleport") or "kubectl_teleport" in a for a in argv) and "start" in argv \
-                and _same_dir(_arg(argv, "--data-dir"), root):
-            found.append(int(pid))
-    return found
-
-
 def unit_files(root: Path) -> list[str]:
     found = []
     for d in SYSTEMD_DIRS:
@@ -414,14 +398,25 @@ def unit_files(root: Path) -> list[str]:
     return found
 
 
-def check_daemon(rep: Report, dd: DataDir) -> None:
-    pids = daemon_pids(dd.root)
+def check_daemon(rep: Report, dd: DataDir, proc: Path = Path("/proc")) -> None:
+    """Something renews an idle bot: a `start` process whose data dir (however it was given, `procscan`) is
+    this one, or a systemd unit that runs one for it."""
+    from .. import procscan
+
+    running = procscan.start_processes(proc)
+    pids = [p.pid for p in running if p.data_dir is not None and _same_dir(str(p.data_dir), dd.root)]
     if pids:
         rep.add("daemon", OK, f"`kubectl-teleport start` runs for this data dir (pid {', '.join(map(str, pids))})")
         return
     units = unit_files(dd.root)
     if units:
         rep.add("daemon", OK, f"systemd unit {units[0]} runs `kubectl-teleport start` for this data dir")
+        return
+    unknown = [p for p in running if p.data_dir is None]
+    if unknown:
+        rep.add("daemon", WARNING, f"`kubectl-teleport start` runs (pid {unknown[0].pid}) but its data dir cannot "
+                f"be told: {unknown[0].unknown}; run doctor as its user (or root), or give it --data-dir "
+                f"{dd.root}")
         return
     rep.add("daemon", WARNING, "nothing renews the identity while no kubectl runs, so an idle bot expires; run "
             f"`kubectl-teleport start --data-dir {dd.root}` (or `kubectl-teleport systemd-unit --data-dir "

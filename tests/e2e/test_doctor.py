@@ -32,10 +32,11 @@ def daemon() -> Iterator:
     """Start `kubectl-teleport start --data-dir DIR` processes; each ended by its pid after the test."""
     procs: list[subprocess.Popen] = []
 
-    def start(dc, data: Path) -> subprocess.Popen:
-        proc = subprocess.Popen([str(bin_path("kubectl-teleport")), "start", "--data-dir", str(data)],
-                                env={**os.environ, **web_trust(dc)}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    def start(dc, data: Path | None, argv: list[str] | None = None, env: dict | None = None) -> subprocess.Popen:
+        argv = argv or [str(bin_path("kubectl-teleport")), "start"]
+        proc = subprocess.Popen([*argv, *(["--data-dir", str(data)] if data else [])],
+                                env={**(os.environ if env is None else env), **web_trust(dc)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(proc)
         return proc
 
@@ -205,6 +206,30 @@ def test_a_renewal_in_doubt_is_named(devcluster, tmp_path):
     assert out.returncode == 0, out.stdout
     assert rows["identity"]["level"] == "warning" and "in doubt" in rows["identity"]["message"], out.stdout
     assert "BEGIN" not in out.stdout
+
+
+def test_a_start_without_data_dir_is_found_by_the_data_dir_it_resolves(devcluster, tmp_path, daemon):
+    """`start` with no --data-dir: its data dir comes from its environment (the user data dir under its HOME, or
+    $KUBECTL_TELEPORT_DATA_DIR), which doctor reads from /proc/PID/environ; `python -m kubectl_teleport` too."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_DATA_HOME", "KUBECTL_TELEPORT_DATA_DIR")}
+    env["HOME"] = str(home)
+    data = home / ".local" / "share" / "kubectl-teleport" / devcluster.teleport_proxy.replace(":", "_")
+    login(devcluster, data)
+    other = tmp_path / "other"
+    login(devcluster, other)
+    proc = daemon(devcluster, None, env=env)  # the installed launcher, `start` alone
+    _out, rows = doctor(devcluster, data)
+    assert rows["daemon"]["level"] == "ok" and f"pid {proc.pid}" in rows["daemon"]["message"], rows["daemon"]
+    _out, rows = doctor(devcluster, other)  # another data dir: that process does not renew it
+    assert rows["daemon"]["level"] == "warning", rows["daemon"]
+    assert proc.poll() is None
+    python = str(Path(bin_path("kubectl-teleport")).parent / "python")
+    module = daemon(devcluster, None, argv=[python, "-m", "kubectl_teleport", "start"],
+                    env={**env, "KUBECTL_TELEPORT_DATA_DIR": str(other)})
+    _out, rows = doctor(devcluster, other)
+    assert rows["daemon"]["level"] == "ok" and f"pid {module.pid}" in rows["daemon"]["message"], rows["daemon"]
+    assert module.poll() is None
 
 
 def test_a_systemd_unit_for_the_data_dir_counts_as_the_daemon(tmp_path, monkeypatch):
