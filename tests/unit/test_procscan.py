@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import platformdirs
@@ -54,6 +55,7 @@ def test_help_and_version_are_no_start_and_print_nothing(capsys: pytest.CaptureF
     assert capsys.readouterr() == ("", "")
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="procscan reads Linux's /proc; platformdirs differs elsewhere")
 @pytest.mark.parametrize("xdg", [None, "", "  ", "/xdg/data"])
 def test_the_user_data_dir_is_platformdirs_own(monkeypatch: pytest.MonkeyPatch, xdg: str | None) -> None:
     """The same rule as platformdirs (which reads only our own environment), so the two cannot drift apart."""
