@@ -369,3 +369,19 @@ def test_auth_tls_failing_only_on_the_clock_is_named_as_clock_skew(devcluster_fa
     assert out.returncode == errors.TRUST, out.stdout
     row = rows["auth TLS"]
     assert row["level"] == "problem" and "clock" in row["message"] and "pinned" not in row["message"], out.stdout
+
+
+def test_a_bot_locked_for_a_renewal_from_a_stale_copy_is_named(devcluster, tmp_path):
+    """The identity renewed (generation 2), then renewed again from a copy of generation 1: Teleport locks the
+    bot. Doctor learns it from the cluster (Ping as the bot), not from anything on disk."""
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    copy = (data / "identity.pem").read_bytes()
+    assert plugin("start", "--oneshot", "--data-dir", str(data), env=web_trust(devcluster)).returncode == 0
+    (data / "identity.pem").write_bytes(copy)  # the stale copy (generation 1) back in place, still valid
+    stale = plugin("start", "--oneshot", "--data-dir", str(data), env=web_trust(devcluster))
+    assert stale.returncode == errors.IDENTITY_REJECTED and "generation mismatch" in stale.stderr, stale.stderr
+    out, rows = doctor(devcluster, data)
+    assert out.returncode == errors.IDENTITY_REJECTED, out.stdout
+    assert rows["identity"]["level"] == "ok" and "generation 1" in rows["identity"]["message"], out.stdout
+    assert rows["lock"]["level"] == "problem" and "the bot is locked" in rows["lock"]["message"], out.stdout
