@@ -230,12 +230,13 @@ def check_identity(rep: Report, dd: DataDir) -> Any:
 
 # the cluster ---------------------------------------------------------------------------------------------------
 
-def check_cluster(rep: Report, dd: DataDir) -> None:
-    """Reachable, TLS verified, server version and suite, and the clock offset."""
+def check_cluster(rep: Report, dd: DataDir) -> bool:
+    """Reachable, TLS verified, server version and suite, and the clock offset. False when the proxy could not
+    be reached at all (the auth checks are then not tried)."""
     try:
         cfg = dd.load_config()
     except PluginError:
-        return  # named by the identity check
+        return False  # named by the identity check
     from ..issuer import http, webapi
 
     try:
@@ -244,9 +245,14 @@ def check_cluster(rep: Report, dd: DataDir) -> None:
     except PluginError as err:
         check = "clock" if err.code == errors.TRUST and "clock" in str(err) else "cluster"
         rep.add(check, PROBLEM, str(err), err.code)
-        return
-    rep.add("cluster", OK, f"{cfg.proxy} reachable, TLS verified; Teleport {found.server_version or 'unknown'}, "
-            f"cluster {found.cluster_name}, signature algorithm suite {found.suite or 'none'}")
+        return err.code == errors.TRUST  # it answered, with a certificate we refuse: the auth route may tell more
+    if found.cluster_name != cfg.cluster_name:
+        rep.add("cluster", PROBLEM, f"{cfg.proxy} answers for Teleport cluster {found.cluster_name!r}, but this "
+                f"identity is of {cfg.cluster_name!r}; check the proxy address (--proxy) and log in again",
+                errors.TRUST)
+    else:
+        rep.add("cluster", OK, f"{cfg.proxy} reachable, TLS verified; Teleport {found.server_version or 'unknown'}, "
+                f"cluster {found.cluster_name}, signature algorithm suite {found.suite or 'none'}")
     offset = found.clock_offset
     side = "behind" if offset > 0 else "ahead of"
     text = f"this machine's clock is {fmt.format_duration(abs(int(offset)))} {side} the cluster's"
@@ -257,28 +263,114 @@ def check_cluster(rep: Report, dd: DataDir) -> None:
         rep.add("clock", WARNING, f"{text}; sync the clock (chrony / systemd-timesyncd)")
     else:
         rep.add("clock", OK, f"offset {round(offset)} s")
+    return True
+
+
+# the auth service: its TLS against the pinned CA, and whether the bot is locked ---------------------------------
+
+def _pins(pems: list[str]) -> str:
+    from .. import pki
+
+    return ", ".join(pki.spki_pin(pki.load_cert(p)) for p in pems)
+
+
+def _ca_cluster(pem: str) -> str:
+    """The cluster a Teleport CA certificate names (its O, as Teleport writes it; else its CN)."""
+    from cryptography.x509.oid import NameOID
+
+    from .. import pki
+
+    subject = pki.load_cert(pem).subject
+    for oid in (NameOID.ORGANIZATION_NAME, NameOID.COMMON_NAME):
+        found = subject.get_attributes_for_oid(oid)
+        if found:
+            return str(found[0].value)
+    return ""
+
+
+def explain_mismatch(route: Any, cfg: Any, fetch: Any, fallback: str) -> str:
+    """Why the auth service's certificate does not chain to the pinned host CA: its cluster's CA changed (a
+    rotation, or someone posing as it) or another cluster answers. `fetch(route)` reads the CA it offers over an
+    unverified connection (nothing is sent but the request for the public CA); `fallback` when it cannot."""
+    try:
+        theirs = fetch(route)
+    except PluginError:
+        return fallback
+    names = sorted({_ca_cluster(p) for p in theirs} - {""})
+    where, pinned = route.via, _pins(cfg.ca_pems)
+    if cfg.cluster_name in names:
+        return (f"the host CA of cluster {cfg.cluster_name} at {where} is not the one pinned at login ({pinned}): "
+                f"it now has {_pins(theirs)}; if an admin rotated the CA, check that pin (`tctl status`) and log "
+                "in again with a new token and --ca-pin; if not, something else answers for the cluster")
+    return (f"another cluster answers at {where}: its host CA is of {', '.join(names) or 'an unnamed cluster'} "
+            f"({_pins(theirs)}), not of {cfg.cluster_name} ({pinned}); check the proxy address (--proxy, "
+            "--auth-server) and log in again")
+
+
+def check_auth(rep: Report, dd: DataDir, info: Any, reachable: bool) -> None:
+    """The auth service on the route login recorded (TLS routing through the proxy, or --auth-server): its TLS
+    verified against the pinned host CA, then, with a usable identity, `Ping` as the bot, which Teleport refuses
+    for a locked bot. Unreachable is a warning: the credentials' own checks name an outage."""
+    try:
+        cfg = dd.load_config()
+    except PluginError:
+        return
+    if not reachable:
+        rep.add("lock", WARNING, "not asked: the cluster is unreachable (above), so whether the bot is locked is "
+                "unknown")
+        return
+    from ..issuer import auth, http, renewal, teleport
+
+    try:
+        target = renewal.auth_target(dd, cfg)
+    except PluginError as err:
+        rep.add("auth TLS", PROBLEM, str(err), err.code)
+        return
+    ident = (info or {}).get("identity") or {}
+    usable = "error" not in ident and not ident.get("expired", True)
+    route = target.route
+    try:
+        if usable:
+            found = teleport.ping(target, http.Deadline(10.0))
+        else:  # no client certificate to offer: the TLS check alone
+            teleport.fetch_host_cas(route, cfg.ca_pems, http.Deadline(10.0))
+    except PluginError as err:
+        status = getattr(err, "grpc_code", None)
+        if status is None and err.code == errors.TRUST:
+            message = str(err)
+            if cfg.ca_pems and "clock" not in message:
+                message = explain_mismatch(route, cfg, lambda r: teleport.get_cluster_ca(
+                    r, auth.pin_context(), http.Deadline(5.0)), message)
+            rep.add("auth TLS", PROBLEM, message, errors.TRUST)
+        elif status is None:  # not reached: refused, reset, timed out, no h2 on the route
+            rep.add("auth TLS", WARNING, f"{err}")
+        else:  # a gRPC status: the TLS handshake went through
+            rep.add("auth TLS", OK, _tls_ok(route, cfg))
+            if err.code == errors.IDENTITY_REJECTED:
+                rep.add("lock", PROBLEM, str(err), err.code)
+            else:
+                rep.add("lock", WARNING, f"unknown: {err}")
+            return
+        rep.add("lock", WARNING, "not asked: the auth service was not reached over verified TLS (above)")
+        return
+    rep.add("auth TLS", OK, _tls_ok(route, cfg))
+    if usable:
+        rep.add("lock", OK, f"not locked: {route.via} answered as the bot {cfg.bot} (Teleport "
+                f"{found.server_version or 'unknown'}, cluster {found.cluster_name})")
+    else:
+        rep.add("lock", WARNING, "not asked: the identity is expired or unreadable (above), so the bot cannot "
+                "authenticate")
+
+
+def _tls_ok(route: Any, cfg: Any) -> str:
+    how = f"ALPN {route.alpn[0]}" if route.alpn and route.alpn[0] != "h2" else "direct"
+    return f"{route.via} ({how}): certificate verified against the pinned host CA {_pins(cfg.ca_pems)}"
 
 
 # the daemon ----------------------------------------------------------------------------------------------------
 
 def _same_dir(value: str | None, root: Path) -> bool:
     return bool(value) and os.path.realpath(os.path.expanduser(str(value))) == os.path.realpath(root)
-
-
-def daemon_pids(root: Path) -> list[int]:
-    """`kubectl-teleport start` processes for this data dir (from /proc cmdlines)."""
-    found = []
-    for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not pid.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace").split("\0")
-        except OSError:
-            continue
-        if any(a.endswith("kubectl-teleport") or "kubectl_teleport" in a for a in argv) and "start" in argv \
-                and _same_dir(_arg(argv, "--data-dir"), root):
-            found.append(int(pid))
-    return found
 
 
 def unit_files(root: Path) -> list[str]:
@@ -306,14 +398,25 @@ def unit_files(root: Path) -> list[str]:
     return found
 
 
-def check_daemon(rep: Report, dd: DataDir) -> None:
-    pids = daemon_pids(dd.root)
+def check_daemon(rep: Report, dd: DataDir, proc: Path = Path("/proc")) -> None:
+    """Something renews an idle bot: a `start` process whose data dir (however it was given, `procscan`) is
+    this one, or a systemd unit that runs one for it."""
+    from .. import procscan
+
+    running = procscan.start_processes(proc)
+    pids = [p.pid for p in running if p.data_dir is not None and _same_dir(str(p.data_dir), dd.root)]
     if pids:
         rep.add("daemon", OK, f"`kubectl-teleport start` runs for this data dir (pid {', '.join(map(str, pids))})")
         return
     units = unit_files(dd.root)
     if units:
         rep.add("daemon", OK, f"systemd unit {units[0]} runs `kubectl-teleport start` for this data dir")
+        return
+    unknown = [p for p in running if p.data_dir is None]
+    if unknown:
+        rep.add("daemon", WARNING, f"`kubectl-teleport start` runs (pid {unknown[0].pid}) but its data dir cannot "
+                f"be told: {unknown[0].unknown}; run doctor as its user (or root), or give it --data-dir "
+                f"{dd.root}")
         return
     rep.add("daemon", WARNING, "nothing renews the identity while no kubectl runs, so an idle bot expires; run "
             f"`kubectl-teleport start --data-dir {dd.root}` (or `kubectl-teleport systemd-unit --data-dir "
@@ -396,8 +499,9 @@ def diagnose(data_dir: str | None, kubeconfig_path: str | None) -> Report:
             if _same_dir(_arg([str(a) for a in ex.get("args") or []], "--data-dir"), dd.root)] or users
     readers = check_datadir(rep, dd)
     runnable = {n: check_command(rep, n, ex, readers) for n, ex in mine}
-    check_identity(rep, dd)
-    check_cluster(rep, dd)
+    info = check_identity(rep, dd)
+    reachable = check_cluster(rep, dd)
+    check_auth(rep, dd, info, reachable)
     check_daemon(rep, dd)
     for n, ex in mine:
         if runnable[n]:

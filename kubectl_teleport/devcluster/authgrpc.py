@@ -2,8 +2,10 @@
 `/Ping`, registered as generic handlers over the generated messages (no generated stubs).
 
 grpcio listens on loopback in plaintext; `tlsfront.TLSFront` terminates TLS in front of it and says which
-verified client certificate each connection carries. Teleport errors map to gRPC codes as trace does
-(traceerr); a `version` metadata header that is present but unparseable is rejected (one absent is fine).
+verified client certificate each connection carries. Every call is authenticated first, as in Teleport: a
+caller whose bot is locked is refused whatever it asks (`TeleportAuthority.authenticate`). Teleport errors map to
+gRPC codes as trace does (traceerr); a `version` metadata header that is present but unparseable is rejected (one
+absent is fine).
 """
 
 from __future__ import annotations
@@ -65,11 +67,11 @@ def build_server(authority: TeleportAuthority, peer_for: PeerLookup) -> tuple[gr
     def generate(request: pb.UserCertsRequest, context: grpc.ServicerContext) -> pb.Certs:
         return authority.generate_user_certs(peer_for(context.peer()), request)
 
-    def cluster_ca(_request: empty_pb2.Empty, _context: grpc.ServicerContext) -> pb.GetClusterCACertResponse:
-        return pb.GetClusterCACertResponse(tls_ca=authority.cluster_ca_pem().encode())
+    def cluster_ca(_request: empty_pb2.Empty, context: grpc.ServicerContext) -> pb.GetClusterCACertResponse:
+        return pb.GetClusterCACertResponse(tls_ca=authority.cluster_ca_pem(peer_for(context.peer())).encode())
 
-    def ping(_request: pb.PingRequest, _context: grpc.ServicerContext) -> pb.PingResponse:
-        return authority.ping()
+    def ping(_request: pb.PingRequest, context: grpc.ServicerContext) -> pb.PingResponse:
+        return authority.ping(peer_for(context.peer()))
 
     methods = {
         "GenerateUserCerts": grpc.unary_unary_rpc_method_handler(

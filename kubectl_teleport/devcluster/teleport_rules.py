@@ -80,12 +80,30 @@ class TeleportAuthority:
     def _ssh_ca(conn: Any, kind: str) -> SSHAuthority:
         return SSHAuthority.from_pem(store.get_ca(conn, kind)[1])
 
-    def cluster_ca_pem(self) -> str:
-        """GetClusterCACert: the host CA (PEM); needs no client certificate."""
+    def authenticate(self, peer: x509.Certificate | None) -> None:
+        """What Teleport's authorizer does before every gRPC call (`authz.Authorize`): a caller whose user a lock
+        targets is refused with AccessDenied, whatever it asks. No client certificate: an anonymous caller."""
+        if peer is None:
+            return
+        ident = read_identity(peer)
+        bot_name = ident.bot_name or ident.username.removeprefix(BOT_PREFIX)
+        if not ident.username.startswith(BOT_PREFIX) and not ident.bot_name:
+            return
+        with store.opened(self.state_dir) as conn:
+            bot = store.get_bot(conn, bot_name)
+            if bot is not None and bot["locked"]:
+                store.bump(conn, "rejected_requests")
+                raise traceerr.access_denied(_lock_message(bot_name))
+
+    def cluster_ca_pem(self, peer: x509.Certificate | None = None) -> str:
+        """GetClusterCACert: the host CA (PEM); needs no client certificate (a locked caller is refused)."""
+        self.authenticate(peer)
         with store.opened(self.state_dir) as conn:
             return store.get_ca(conn, "host")[0]
 
-    def ping(self) -> pb.PingResponse:
+    def ping(self, peer: x509.Certificate | None = None) -> pb.PingResponse:
+        """Ping: the cluster's name and version; an authenticated call, so a locked caller is refused."""
+        self.authenticate(peer)
         with store.opened(self.state_dir) as conn:
             cluster = store.get_setting(conn, "cluster_name") or ""
         return pb.PingResponse(cluster_name=cluster, server_version=self.profile.version,

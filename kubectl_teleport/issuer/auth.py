@@ -191,7 +191,7 @@ def map_error(err: grpc.CallError, action: str, route: Route, kind: str) -> Plug
     | failure | error (exit) |
     |---|---|
     | PERMISSION_DENIED "generation mismatch" or a lock | IdentityRejected (4): remove the lock, new token, log in |
-    | PERMISSION_DENIED, other, renewal; UNAUTHENTICATED | IdentityRejected (4): log in again with a new token |
+    | PERMISSION_DENIED, other, renewal or Ping; UNAUTHENTICATED | IdentityRejected (4): log in again with a new token |
     | PERMISSION_DENIED, other, kube certificate or CA | AccessDenied (5): ask an admin, check --role |
     | INVALID_ARGUMENT / NOT_FOUND, kube certificate | AccessDenied (5): check the name (`kube ls`) and --role |
     | UNIMPLEMENTED | Unavailable (6): not a Teleport auth service, or too old |
@@ -214,7 +214,7 @@ def _status_error(err: grpc.GrpcError, action: str, where: str, kind: str) -> Pl
         reason = ("the identity was renewed from another copy (generation mismatch) and Teleport locked the bot"
                   if "generation" in low else "the bot is locked")
         return IdentityRejected(f"{action} failed: {reason} ({_clip(text, 120)}); {LOCK_RECOVERY}")
-    if err.code == 16 or (err.code == 7 and kind == RENEW):
+    if err.code == 16 or (err.code == 7 and kind in (RENEW, PING_KIND)):
         return IdentityRejected(f"{action} failed: {where} refused the bot identity ({text}); log in again with "
                                 "a new join token")
     if err.code == 7:

@@ -10,6 +10,7 @@ data dir: callers store what comes back (the store/ modules) and hold the identi
   identity itself (moves the generation counter: the caller records it first).
 - `kube_certificate`: `GenerateUserCerts` from the bot identity with role impersonation and the Kubernetes
   cluster: one request, a fresh key, no generation change.
+- `ping`: `Ping` with the bot identity, which changes nothing; `doctor` asks it whether the bot is locked.
 
 Key fields by server version: before 17 only field 1 (`public_key`, authorized_keys) is read; from 17 on the
 same key goes as fields 22 (`ssh_public_key`) and 23 (`tls_public_key`, PEM). A server that answers UNKNOWN
@@ -204,6 +205,19 @@ def get_cluster_ca(route: Route, ctx: object, deadline: http.Deadline) -> list[s
     except Exception:
         raise Unavailable(f"{action} failed: the answer is not a GetClusterCACertResponse") from None
     return auth.host_cas_from_pem(msg.tls_ca, action)
+
+
+def ping(target: AuthTarget, deadline: http.Deadline) -> pb.PingResponse:
+    """`Ping` as the bot: an authenticated call that changes nothing. Teleport's authorizer runs first, so a
+    locked bot gets PERMISSION_DENIED "lock targeting User:... is in force" (IdentityRejected, exit 4)."""
+    action = f"Ping to {target.route.via} as the bot"
+    ctx = auth.auth_context(target.host_ca_pems, target.identity_file)
+    raw = with_retries(lambda: auth.call(target.route, auth.PING, pb.PingRequest().SerializeToString(), ctx=ctx,
+                                         deadline=deadline, action=action, kind=auth.PING_KIND), deadline)
+    try:
+        return pb.PingResponse.FromString(raw)
+    except Exception:
+        raise Unavailable(f"{action} failed: the answer is not a PingResponse") from None
 
 
 def check_pins(route: Route, cas: Sequence[str], pins: Sequence[str]) -> None:

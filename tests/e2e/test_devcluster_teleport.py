@@ -436,8 +436,22 @@ def test_an_admin_lock_denies_everything_until_removed(default_dc: DevCluster) -
     assert generate_error(dc, bot, kube_req).code() == grpc.StatusCode.PERMISSION_DENIED
     resp = post_join(dc, add_bot(dc, "locked")["token"], Keys.for_suite(dc.suite))
     assert resp.status_code == 403 and "lock" in resp.json()["error"]["message"]
+    for method, message, reply in ((PING, pb.PingRequest(), pb.PingResponse),
+                                   (CLUSTER_CA, empty_pb2.Empty(), pb.GetClusterCACertResponse)):
+        with channel(dc, bot) as ch, pytest.raises(grpc.RpcError) as info:  # Teleport's authorizer: every call
+            ch.unary_unary(method, request_serializer=type(message).SerializeToString,
+                           response_deserializer=reply.FromString)(message, timeout=15)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert 'lock targeting User:"bot-locked" is in force' in info.value.details()
+        with channel(dc) as ch:  # an anonymous caller is no bot: answered
+            assert ch.unary_unary(method, request_serializer=type(message).SerializeToString,
+                                  response_deserializer=reply.FromString)(message, timeout=15)
     dc.admin("locks", "rm", "locked")
     assert generate(dc, bot, kube_req).tls
+    with channel(dc, bot) as ch:
+        ping = ch.unary_unary(PING, request_serializer=pb.PingRequest.SerializeToString,
+                              response_deserializer=pb.PingResponse.FromString)(pb.PingRequest(), timeout=15)
+    assert ping.cluster_name
 
 
 def test_without_tls_routing_the_proxy_is_a_plain_web_port(tmp_path: Path) -> None:

@@ -32,10 +32,11 @@ def daemon() -> Iterator:
     """Start `kubectl-teleport start --data-dir DIR` processes; each ended by its pid after the test."""
     procs: list[subprocess.Popen] = []
 
-    def start(dc, data: Path) -> subprocess.Popen:
-        proc = subprocess.Popen([str(bin_path("kubectl-teleport")), "start", "--data-dir", str(data)],
-                                env={**os.environ, **web_trust(dc)}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    def start(dc, data: Path | None, argv: list[str] | None = None, env: dict | None = None) -> subprocess.Popen:
+        argv = argv or [str(bin_path("kubectl-teleport")), "start"]
+        proc = subprocess.Popen([*argv, *(["--data-dir", str(data)] if data else [])],
+                                env={**(os.environ if env is None else env), **web_trust(dc)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(proc)
         return proc
 
@@ -59,8 +60,11 @@ def test_healthy_setup_is_all_ok_and_prints_no_secret(devcluster, tmp_path, daem
     assert out.returncode == 0, out.stdout
     assert {r["level"] for r in rows.values()} == {"ok"}, out.stdout
     assert set(rows) >= {"data dir", "temp files", "exec command", "identity", f"certificate {KUBE_CLUSTER}",
-                         "cluster", "clock", "daemon", "kubectl call"}
+                         "cluster", "clock", "auth TLS", "lock", "daemon", "kubectl call"}
     assert "Teleport " in rows["cluster"]["message"] and "suite" in rows["cluster"]["message"]
+    assert "generation 1" in rows["identity"]["message"]
+    assert devcluster.ca_pin in rows["auth TLS"]["message"] and "ALPN teleport-auth@" in rows["auth TLS"]["message"]
+    assert rows["lock"]["message"].startswith("not locked")
     assert "ms" in rows["kubectl call"]["message"]
     text = plugin("doctor", "--data-dir", str(data), env=web_trust(devcluster))
     assert text.returncode == 0 and len(text.stdout.splitlines()) == len(rows)
@@ -204,6 +208,30 @@ def test_a_renewal_in_doubt_is_named(devcluster, tmp_path):
     assert "BEGIN" not in out.stdout
 
 
+def test_a_start_without_data_dir_is_found_by_the_data_dir_it_resolves(devcluster, tmp_path, daemon):
+    """`start` with no --data-dir: its data dir comes from its environment (the user data dir under its HOME, or
+    $KUBECTL_TELEPORT_DATA_DIR), which doctor reads from /proc/PID/environ; `python -m kubectl_teleport` too."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_DATA_HOME", "KUBECTL_TELEPORT_DATA_DIR")}
+    env["HOME"] = str(home)
+    data = home / ".local" / "share" / "kubectl-teleport" / devcluster.teleport_proxy.replace(":", "_")
+    login(devcluster, data)
+    other = tmp_path / "other"
+    login(devcluster, other)
+    proc = daemon(devcluster, None, env=env)  # the installed launcher, `start` alone
+    _out, rows = doctor(devcluster, data)
+    assert rows["daemon"]["level"] == "ok" and f"pid {proc.pid}" in rows["daemon"]["message"], rows["daemon"]
+    _out, rows = doctor(devcluster, other)  # another data dir: that process does not renew it
+    assert rows["daemon"]["level"] == "warning", rows["daemon"]
+    assert proc.poll() is None
+    python = str(Path(bin_path("kubectl-teleport")).parent / "python")
+    module = daemon(devcluster, None, argv=[python, "-m", "kubectl_teleport", "start"],
+                    env={**env, "KUBECTL_TELEPORT_DATA_DIR": str(other)})
+    _out, rows = doctor(devcluster, other)
+    assert rows["daemon"]["level"] == "ok" and f"pid {module.pid}" in rows["daemon"]["message"], rows["daemon"]
+    assert module.poll() is None
+
+
 def test_a_systemd_unit_for_the_data_dir_counts_as_the_daemon(tmp_path, monkeypatch):
     from kubectl_teleport.commands import doctor as doctor_mod
 
@@ -252,3 +280,108 @@ def test_the_reader_user_of_an_init_acl_must_be_able_to_run_the_exec_command(dev
     assert out.returncode == errors.UNSAFE_STATE, out.stdout
     row = rows["exec command"]
     assert row["level"] == "problem" and "nobody" in row["message"] and str(private) in row["message"], out.stdout
+
+
+def _set_config(data: Path, **fields: object) -> None:
+    cfg = json.loads((data / "config.json").read_text())
+    cfg.update(fields)
+    (data / "config.json").write_text(json.dumps(cfg))
+
+
+def test_a_locked_bot_is_a_problem_with_exit_4(devcluster, tmp_path):
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    devcluster.admin("locks", "add", "robot")
+    out, rows = doctor(devcluster, data)
+    assert out.returncode == errors.IDENTITY_REJECTED, out.stdout
+    lock = rows["lock"]
+    assert lock["level"] == "problem" and "the bot is locked" in lock["message"], out.stdout
+    assert 'lock targeting User:"bot-robot" is in force' in lock["message"] and "tctl rm lock/" in lock["message"]
+    assert "new join token" in lock["message"]
+    assert rows["auth TLS"]["level"] == "ok"  # the TLS handshake went through: the refusal is the server's
+    assert rows["kubectl call"]["level"] == "ok"  # the cached certificate is still served until it expires
+    devcluster.admin("locks", "rm", "robot")
+    out, rows = doctor(devcluster, data)
+    assert out.returncode == 0 and rows["lock"]["level"] == "ok", out.stdout
+
+
+def test_an_unreachable_auth_service_is_a_warning(devcluster, tmp_path):
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    _set_config(data, auth_server="127.0.0.1:1")
+    out, rows = doctor(devcluster, data)
+    assert out.returncode == 0, out.stdout
+    assert rows["auth TLS"]["level"] == "warning" and "127.0.0.1:1" in rows["auth TLS"]["message"], out.stdout
+    assert rows["lock"]["level"] == "warning" and "not asked" in rows["lock"]["message"]
+
+
+def test_an_auth_service_of_another_ca_is_a_trust_problem(devcluster_factory, tmp_path):
+    """Same cluster name, another host CA: what a CA rotation (or someone posing as the cluster) looks like."""
+    dc = devcluster_factory()
+    rotated = devcluster_factory()
+    assert rotated.cluster_name == dc.cluster_name and rotated.ca_pin != dc.ca_pin
+    data = tmp_path / "bot"
+    login(dc, data)
+    _set_config(data, proxy=rotated.teleport_proxy)
+    out, rows = doctor(rotated, data)
+    assert out.returncode == errors.TRUST, out.stdout
+    row = rows["auth TLS"]
+    assert row["level"] == "problem" and "not the one pinned at login" in row["message"], out.stdout
+    assert dc.ca_pin in row["message"] and rotated.ca_pin in row["message"] and "--ca-pin" in row["message"]
+    assert rows["lock"]["level"] == "warning"
+
+
+def test_an_auth_service_of_another_cluster_is_named(devcluster_factory, tmp_path):
+    dc = devcluster_factory()
+    other = devcluster_factory("--cluster-name=elsewhere")
+    data = tmp_path / "bot"
+    login(dc, data)
+    _set_config(data, auth_server=other.auth_server)
+    out, rows = doctor(dc, data)
+    assert out.returncode == errors.TRUST, out.stdout
+    row = rows["auth TLS"]
+    assert row["level"] == "problem" and "another cluster answers" in row["message"], out.stdout
+    assert "elsewhere" in row["message"] and other.auth_server in row["message"]
+    _set_config(data, auth_server="", proxy=other.teleport_proxy)  # its proxy: the web API says it first
+    out, rows = doctor(other, data)
+    assert out.returncode == errors.TRUST, out.stdout
+    assert rows["cluster"]["level"] == "problem" and "'elsewhere'" in rows["cluster"]["message"], out.stdout
+    assert rows["auth TLS"]["level"] == "problem" and "another cluster" in rows["auth TLS"]["message"], out.stdout
+
+
+def test_auth_tls_failing_only_on_the_clock_is_named_as_clock_skew(devcluster_factory, tmp_path):
+    """The same cluster (state dir) restarted with its clock 10 minutes ahead: its certificates are not valid
+    yet by ours, so the auth route names the clocks, not the CA."""
+    from harness.devcluster import start_devcluster
+
+    dc = devcluster_factory()
+    data = tmp_path / "bot"
+    login(dc, data)
+    dc.stop()
+    base = dc.state_dir.parent
+    (base / "ready.json").unlink(missing_ok=True)  # the stopped server may have removed it
+    ahead = start_devcluster(base, "--clock-offset=10m")
+    try:
+        _set_config(data, proxy=ahead.teleport_proxy)
+        out, rows = doctor(ahead, data)
+    finally:
+        ahead.stop()
+    assert out.returncode == errors.TRUST, out.stdout
+    row = rows["auth TLS"]
+    assert row["level"] == "problem" and "clock" in row["message"] and "pinned" not in row["message"], out.stdout
+
+
+def test_a_bot_locked_for_a_renewal_from_a_stale_copy_is_named(devcluster, tmp_path):
+    """The identity renewed (generation 2), then renewed again from a copy of generation 1: Teleport locks the
+    bot. Doctor learns it from the cluster (Ping as the bot), not from anything on disk."""
+    data = tmp_path / "bot"
+    login(devcluster, data)
+    copy = (data / "identity.pem").read_bytes()
+    assert plugin("start", "--oneshot", "--data-dir", str(data), env=web_trust(devcluster)).returncode == 0
+    (data / "identity.pem").write_bytes(copy)  # the stale copy (generation 1) back in place, still valid
+    stale = plugin("start", "--oneshot", "--data-dir", str(data), env=web_trust(devcluster))
+    assert stale.returncode == errors.IDENTITY_REJECTED and "generation mismatch" in stale.stderr, stale.stderr
+    out, rows = doctor(devcluster, data)
+    assert out.returncode == errors.IDENTITY_REJECTED, out.stdout
+    assert rows["identity"]["level"] == "ok" and "generation 1" in rows["identity"]["message"], out.stdout
+    assert rows["lock"]["level"] == "problem" and "the bot is locked" in rows["lock"]["message"], out.stdout
