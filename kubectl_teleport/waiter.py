@@ -12,13 +12,14 @@ data dir, a wait that runs out) goes to the careful path, which says what it is.
 import time
 
 from . import cache, execcred, policy
-from .store.lock import DEFAULT_WAIT, IdentityLock, Timeout, is_writer, lock_path
+from .store.lock import DEFAULT_WAIT, IdentityLock, Timeout, is_writer, lock_path, timeout_error
 
 
 def wait(data_dir: str, cluster: str, version: str,
          wait: float = DEFAULT_WAIT) -> "tuple[bytes | None, IdentityLock | None, float]":
     """(the answer, None, 0) when a cached certificate can be served; (None, the held lock, `wait`) when this
-    process must renew; (None, None, seconds left to wait) when the careful path must decide."""
+    process must renew; (None, None, seconds left to wait) when the careful path must decide. Raises
+    LockTimeout when nothing valid is cached and the lock's holder kept it longer than `wait`."""
     entry = cache.read_fast(data_dir, cluster)
     if (entry is None and not cache.absent(data_dir, cluster)) or not is_writer(data_dir):
         return None, None, wait
@@ -35,8 +36,8 @@ def wait(data_dir: str, cluster: str, version: str,
     started = time.monotonic()
     try:
         answer = lock.acquire(wait, until=lambda: _fresh_answer(data_dir, cluster, version))
-    except Timeout:
-        return None, None, 0.0
+    except Timeout:  # nothing valid was cached and the lock's holder did not finish: exit 8 (LockTimeout)
+        raise timeout_error(data_dir, wait) from None
     except Exception:
         return None, None, max(0.0, wait - (time.monotonic() - started))
     if answer is not None:

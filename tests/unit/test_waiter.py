@@ -8,6 +8,7 @@ import os
 import pytest
 
 from kubectl_teleport import cache, execcred, waiter
+from kubectl_teleport.errors import LOCK_TIMEOUT, LockTimeout
 from kubectl_teleport.store import lock as lockmod
 from kubectl_teleport.store.lock import IdentityLock, lock_path
 
@@ -87,12 +88,14 @@ def test_expired_or_missing_waits_and_serves_the_renewers_certificate_without_th
     assert naps == sorted(naps) and max(naps) <= 0.05  # backs off, never sleeps long
 
 
-def test_a_wait_that_runs_out_goes_to_the_careful_path_with_nothing_left(dd, renewer, monkeypatch):
+def test_a_wait_that_runs_out_is_a_lock_timeout_naming_the_wait(dd, renewer, monkeypatch):
     put(dd, renew_at=NOW - 10, expires_at=NOW - 5)
     clock = [0.0]
     monkeypatch.setattr(lockmod.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(lockmod.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
-    assert wait(dd, wait=2.0) == (None, None, 0.0)  # the careful path then says "lock held too long"
+    with pytest.raises(LockTimeout, match=r"for more than 2s") as exc:
+        wait(dd, wait=2.0)
+    assert exc.value.code == LOCK_TIMEOUT and 2.0 <= clock[0] < 2.06
 
 
 def test_the_renewer_dies_and_a_waiter_takes_over(dd, renewer, monkeypatch):
