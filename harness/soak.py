@@ -127,9 +127,14 @@ def login(dc, bot: dict, data: Path) -> None:
 
 
 def in_doubt(data: Path) -> str:
-    """The renewal record left behind: "" (none), "unsent" or "sent"."""
+    """The renewal record left behind: "" (none), "unsent", "sent" (in doubt), or "committed" (the new identity
+    was saved and the kill came before the record was removed)."""
     pending = identity.load_pending(DataDir(data)) if (data / "identity.pending.json").exists() else None
-    return "" if pending is None else "sent" if pending.sent else "unsent"
+    if pending is None:
+        return ""
+    if pending.for_generation != identity.load(DataDir(data)).generation:
+        return "committed"
+    return "sent" if pending.sent else "unsent"
 
 
 def settle(dc, bot: dict, data: Path) -> str:
@@ -200,10 +205,12 @@ def soak(trials: int, seed: int, base: Path, *, check_locks_every: int = 1,
             check_state(data)
             next_call(data)
             renewals += identity.load(DataDir(data)).generation != before
-            if left == "unsent":
-                outcomes["record left before the request was sent (dropped by the next call)"] += 1
+            if left in ("unsent", "committed"):
+                outcomes[f"record left {'before the request was sent' if left == 'unsent' else 'after the commit'}"
+                         " (dropped by the next call)"] += 1
                 if (data / "identity.pending.json").exists():
-                    raise SoakFailure(f"trial {i}: the next call kept a record of a renewal that was never sent")
+                    raise SoakFailure(f"trial {i}: the next call kept a record of a renewal that was "
+                                      f"{'never sent' if left == 'unsent' else 'committed'}")
             elif left == "sent":
                 if identity.load(DataDir(data)).generation != before:
                     raise SoakFailure(f"trial {i}: a renewal in doubt was retried at once")
