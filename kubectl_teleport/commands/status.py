@@ -70,9 +70,12 @@ def _pending(dd: Any, ident: Any) -> dict[str, Any] | None:
     """An ambiguous renewal (read only: status changes nothing), as when it was sent and when it is retried."""
     from ..issuer import renewal
     from ..store.identity import load_pending
+    from ..store.lock import held_elsewhere
 
     pending = load_pending(dd) if dd.pending_path.exists() else None
     if pending is None or not pending.sent or pending.for_generation != ident.generation:
+        return None
+    if held_elsewhere(str(dd.lock_path)):  # the renewal is under way right now, not in doubt
         return None
     ident.hold_until = renewal.retry_at(ident)
     return {"sent": fmt.rfc3339(pending.started_at) if pending.started_at else None,

@@ -117,6 +117,24 @@ class IdentityLock:
         self.release()
 
 
+def held_elsewhere(path: str) -> bool | None:
+    """Whether another process holds the lock at `path` right now (a shared, non-blocking probe that takes
+    nothing from it); None when that cannot be told (no lock file, or one this user cannot read)."""
+    try:
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        posix.close(fd)
+    return False
+
+
 def is_writer(data_dir: "str | os.PathLike[str]") -> bool:
     """False for a reader shared by `init --reader-user`: it may read the cache, never lock or write.
 
