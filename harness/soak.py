@@ -9,7 +9,8 @@ After each trial:
 - the cache file and identity.pem parse, and each key matches its certificate (old or new, never mixed);
 - config.json parses;
 - the next ordinary `credentials` call (real clock, the installed plugin) succeeds and serves a matching pair;
-- a renewal record left before the request was sent is dropped by that call (nothing to be unsure about);
+- a renewal record left before the request was sent is dropped by that call (nothing to be unsure about), and
+  so is one left after the new identity was saved (the kill came between the save and the record's removal);
 - a record left *after* it was sent is a renewal in doubt: Teleport may have committed it, and has no idempotent
   retry. The next call keeps the identity (and still issues certificates from it). The soak then settles it as
   the plugin would near the identity's expiry: one more call with the clock past `renewal.retry_at`. If the kill
