@@ -66,6 +66,7 @@ class Outcome:
     due: list[float] = field(default_factory=list)  # when each renewed/checked thing becomes due next
     identity_failed: bool = False
     failed_clusters: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)  # logged at warning priority even when all went well
 
     @property
     def transient(self) -> bool:
@@ -142,6 +143,10 @@ class Daemon:
             out.failed_clusters = set(force_clusters)
             return
         verb = "renewed" if ident.generation != before else "kept"
+        if ident.generation == before and ident.hold_until is not None and self.now() < ident.hold_until:
+            pending = renewal.pending_state(dd, ident)
+            if pending is not None:  # a renewal in doubt: say so on every cycle until it is settled
+                out.warnings.append(renewal.ambiguous_note(pending, ident))
         out.summary.append(f"identity {verb} (generation {ident.generation}, valid until "
                            f"{fmt.rfc3339(ident.not_after)})")
         out.due.append(ident.renew_at())
@@ -185,6 +190,8 @@ class Daemon:
         if out.errors:
             raise PluginError("; ".join(str(e) for e in out.errors), out.errors[0].code)
         self.log("renewed: " + "; ".join(out.summary), 6)
+        for warning in out.warnings:
+            self.log(f"warning: {warning}", 4)
         return OK
 
     def serve(self) -> int:
@@ -232,6 +239,8 @@ class Daemon:
                              f"{fmt.format_duration(next_tick - now)}", 3)
                 else:
                     self.log(f"renewal done ({reason}): {'; '.join(out.summary)}", 6)
+                for warning in out.warnings:
+                    self.log(f"warning: {warning}", 4)
                 due = [t for t in out.due if math.isfinite(t)]
                 wake = min([next_tick, *due])
                 wake = max(wake, now + min(MIN_SLEEP, max(0.0, next_tick - now)))

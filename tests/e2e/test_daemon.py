@@ -98,6 +98,29 @@ def test_wakes_early_for_a_due_cert_and_renews_identity_every_interval(devcluste
     assert identity.load(bot_dir).generation == 3
 
 
+def test_a_renewal_in_doubt_is_held_and_logged_as_a_warning_on_every_cycle(devcluster, bot_dir):
+    """A record of a renewal that left and got no answer: the daemon renews nothing from that generation before
+    `retry_at`, keeps issuing from the identity it has, and says so at warning priority each cycle."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ident = identity.load(bot_dir)
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    identity.save_pending(bot_dir, identity.Pending(key, ident.generation, time.time() - 5, sent=True))
+    before = devcluster.stats()["identity_renewals"]
+    fc, logged = FakeClock(float(int(time.time())), stop_after=3), []
+    d = daemon.Daemon(bot_dir, interval=INTERVAL, now=fc.now, wait=fc.wait, rng=lambda: 0.5,
+                      log=lambda m, p: logged.append((p, m)))
+    fc.daemon = d
+    d.serve()
+    assert devcluster.stats()["identity_renewals"] == before  # held: start and interval ticks renewed nothing
+    assert identity.load(bot_dir).generation == ident.generation and bot_dir.pending_path.exists()
+    warnings = [m for p, m in logged if p == 4]
+    assert len(warnings) == 3 and all("was lost" in m and "new join token" in m for m in warnings), logged
+    assert "BEGIN" not in "".join(m for _, m in logged)
+
+
 def test_interval_is_jittered_by_ten_percent(devcluster, bot_dir):
     for rng, expected in ((0.0, 0.9 * INTERVAL), (1.0, 1.1 * INTERVAL), (0.5, INTERVAL)):
         fc, lines = FakeClock(float(int(time.time())), stop_after=1), []
