@@ -102,6 +102,11 @@ class UnsafeState(PluginError):
     code = UNSAFE_STATE
 
 
+class AnotherWriter(UnsafeState):
+    """Another process wrote the bot's identity Secret since this one read it (`--store-identity`): this one
+    stops renewing, so Teleport never sees two renewals from one generation."""
+
+
 TRANSIENT = (Unavailable, LockTimeout)  # failures worth retrying soon (the daemon's backoff)
 
 
