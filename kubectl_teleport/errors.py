@@ -35,7 +35,7 @@ EXIT_CODES = {
     UNAVAILABLE: "the issuer is unreachable or answered badly",
     TRUST: "CA pin mismatch, TLS verification failed, or the clocks disagree",
     LOCK_TIMEOUT: "timed out waiting for the identity lock",
-    UNSAFE_STATE: "state directory unsafe, not ours, or not writable",
+    UNSAFE_STATE: "state directory unsafe, not ours, or not writable; or a Secret another writer changed",
 }
 
 
