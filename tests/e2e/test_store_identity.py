@@ -127,6 +127,8 @@ def test_login_creates_the_secret_and_a_fresh_data_dir_resumes_from_it_without_a
     for name in ("config.json", "identity.pem"):
         assert stat.S_IMODE(os.stat(fresh / name).st_mode) == 0o600
     assert cert_of(credentials(fresh).stdout)  # and kubectl's calls work from it
+    shown = plugin("status", "--data-dir", str(fresh), "-o", "json")
+    assert json.loads(shown.stdout)["identity_secret"] == {"url": URL, "resource_version": held.resource_version}
     assert not locked(devcluster, "stored")
 
     # a login without a token resumes as well (and says the token is not needed); nothing is renewed
