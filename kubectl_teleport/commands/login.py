@@ -214,6 +214,8 @@ def login(req: LoginRequest) -> list[str]:
         if url:  # the Secret is the identity's committed store: read it first (store/identity_secret.py)
             from ..store import identity_secret
 
+            given = [req.destination] if req.destination else []
+            identity_secret.check_apart(url, [*identity_secret.recorded_destinations(dd), *given])
             store = identity_secret.IdentitySecret(dd, url, timeout=min(req.timeout, 10.0))
             synced = store.sync(clock.now(), token=bool(req.token))
             if synced == identity_secret.RESUMED:

@@ -347,10 +347,12 @@ def _setup(dd: DataDir, destination: str | None, static: bool, url: str | None =
     try:
         store = None
         if url is not None:
-            from ..store.identity_secret import IdentitySecret
+            from ..store.identity_secret import IdentitySecret, check_apart, recorded_destinations
 
+            check_apart(url, [*recorded_destinations(dd), *([destination] if destination else [])])
             store = IdentitySecret(dd, url)
             store.sync(clock.now(), token=False)
+            check_apart(url, recorded_destinations(dd))  # as the Secret recorded them
         cfg = dd.load_config()
         identity.load(dd)
         changed = False

@@ -81,6 +81,22 @@ def check_url(url: str) -> str:
     return str(ks.parse_url(url))
 
 
+def check_apart(url: str, destinations: list[str]) -> None:
+    """The identity Secret may not also be a destination: a destination's apply would drop the identity's keys."""
+    for dest in destinations:
+        if ks.is_secret_url(dest) and str(ks.parse_url(dest)) == url:
+            raise UsageError(f"{url} is both the identity Secret and a destination: the identity must stay apart from "
+                             "what applications read; name another Secret for one of them")
+
+
+def recorded_destinations(dd: DataDir) -> list[str]:
+    """The destinations the data dir's config.json records ([] when it has none or cannot be read)."""
+    try:
+        return [d.path for d in dd.load_config().destinations] if dd.has_config() else []
+    except PluginError:
+        return []
+
+
 def parse_labels(items: list[str]) -> dict[str, str]:
     """`--secret-label KEY=VALUE` (repeatable), checked as Kubernetes checks labels (UsageError otherwise)."""
     labels: dict[str, str] = {}

@@ -266,6 +266,10 @@ def test_no_secret_and_no_token_is_not_logged_in(devcluster, kube, tmp_path: Pat
                  env=kube["env"])
     line = assert_one_line(out, 3)
     assert f"no bot identity in Secret {URL}" in line and "--token" in line
+    # the identity Secret is never also a destination (a destination's apply would drop the identity's keys)
+    both = plugin("start", "--oneshot", "--data-dir", str(tmp_path / "pod"), "--store-identity", URL,
+                  "--destination", "kubernetes-secret://demo/robot-identity", env=kube["env"])
+    assert "is both the identity Secret and a destination" in assert_one_line(both, 2)
 
 
 def test_secret_labels_on_both_secrets_recorded_and_kept_by_start(devcluster, kubectl, kube, tmp_path: Path) -> None:

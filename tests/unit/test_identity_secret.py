@@ -140,3 +140,11 @@ def test_logout_deletes_only_the_version_it_wrote(fake: FakeKube, tmp_path: Path
     assert json.loads(fake.requests[-1]["body"])["preconditions"] == {"resourceVersion": "7"}
     fake.answers[("DELETE", REF.path)] = (200, {"kind": "Status", "status": "Success"})
     assert s.delete() == f"Deleted the identity Secret {URL}"
+
+
+def test_the_identity_secret_cannot_also_be_a_destination(monkeypatch) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", "bots")
+    isec.check_apart(URL, ["/some/dir", "kubernetes-secret://bots/robot-out"])
+    for same in (URL, "kubernetes-secret://robot-identity"):
+        with pytest.raises(UsageError, match="is both the identity Secret and a destination"):
+            isec.check_apart(URL, ["/some/dir", same])
