@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 from pathlib import Path
@@ -26,6 +27,7 @@ from kubectl_teleport.outputs import kube_secret as ks
 from kubectl_teleport.store import identity
 from kubectl_teleport.store.datadir import DataDir
 from kubectl_teleport.store.identity_secret import RESUMED, IdentitySecret
+from tests.e2e.test_daemon import DaemonProcess
 from tests.e2e.test_kube_secret import grant_secrets
 from tests.plugin_helpers import (
     KUBE_CLUSTER,
@@ -186,6 +188,30 @@ def test_two_processes_from_one_version_exactly_one_renews(devcluster, as_pod, t
     with pytest.raises(AnotherWriter):
         loser.serve()
     assert devcluster.stats()["identity_renewals"] == before + 1 and not locked(devcluster, "twins")
+
+
+def test_a_running_daemon_that_lost_the_secret_to_another_pod_exits_9(devcluster, as_pod, tmp_path: Path) -> None:
+    """The real daemons: pod A serves (renewed at start, then sleeping); pod B starts (a rollout's new pod) and
+    renews from the Secret A wrote; on SIGHUP A's renewal meets 409 before asking Teleport and A exits 9."""
+    bot = devcluster.add_bot("rollout")
+    login(devcluster, tmp_path / "seed", "--store-identity", URL, bot=bot, env=as_pod["env"])
+    old = DaemonProcess(tmp_path, "--data-dir", str(tmp_path / "pod-a"), "--store-identity", URL)
+    try:
+        old.wait_for("renewal done (start)")
+        before = devcluster.stats()["identity_renewals"]
+        new = plugin("start", "--oneshot", "--data-dir", str(tmp_path / "pod-b"), "--store-identity", URL)
+        assert new.returncode == 0, new.stderr
+        old.proc.send_signal(signal.SIGHUP)
+        assert old.proc.wait(30) == 9
+    finally:
+        old.stop()
+    log = old.log()
+    assert log.count("renewal started") == 2 and "renewal done (reload)" not in log
+    assert "kubectl-teleport: error: the bot identity in Secret" in log.splitlines()[-1]
+    assert "written by another process since this one read it" in log and "BEGIN" not in log
+    assert devcluster.stats()["identity_renewals"] == before + 1  # B's only: A sent nothing
+    assert not locked(devcluster, "rollout")
+    assert secret(as_pod).data["identity.pem"] == (tmp_path / "pod-b" / "identity.pem").read_bytes()
 
 
 def test_a_pending_key_in_the_secret_is_retried_with_the_same_key(devcluster, as_pod, tmp_path: Path) -> None:
