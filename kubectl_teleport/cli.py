@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "to DIR, or to a Secret: kubernetes-secret://NAMESPACE/NAME")
     login.add_argument("--static", action="store_true",
                        help="with --destination: embed the certificate in DIR/kubeconfig.yaml instead of exec")
+    _secret_flags(login)
 
     cred = sub.add_parser("credentials", help="print an ExecCredential (what kubectl runs)")
     cred.add_argument("--data-dir", help="the identity's data dir (with --kube-cluster)")
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also keep tbot's Kubernetes output files in DIR (or kubernetes-secret://NAMESPACE/NAME) "
                             "up to date")
     start.add_argument("--static", action="store_true", help="with --destination: static kubeconfig")
+    _secret_flags(start)
 
     unit = sub.add_parser("systemd-unit", help="print a systemd unit that runs `kubectl-teleport start`")
     unit.add_argument("--data-dir", required=True)
@@ -127,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
     completion.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete for")
     return p
+
+
+def _secret_flags(parser: argparse.ArgumentParser) -> None:
+    """--store-identity and --secret-label, shared by login and start."""
+    parser.add_argument("--store-identity", metavar="kubernetes-secret://NAMESPACE/NAME",
+                        help="keep the bot's renewable identity in this Secret too, so a pod restarted with an empty "
+                             "data dir resumes without a new token (one writer: see docs/cli.md)")
+    parser.add_argument("--secret-label", action="append", default=[], metavar="KEY=VALUE",
+                        help="a label for the Secrets written (destination and identity); repeat for several")
 
 
 def _seconds(limit: float) -> Callable[[str], float]:

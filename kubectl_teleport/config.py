@@ -65,6 +65,8 @@ class Config:
     roles: list[str] = field(default_factory=list)  # the roles Kubernetes certificates impersonate
     tls_ca_pems: list[str] = field(default_factory=list)  # every TLS CA of the join: user CA(s), then host CA(s)
     ssh_ca_certs: list[str] = field(default_factory=list)  # authorized_keys lines, same order
+    identity_secret: str = ""  # --store-identity kubernetes-secret://NS/NAME: the identity's committed store
+    secret_labels: dict[str, str] = field(default_factory=dict)  # --secret-label: on every Secret we write
 
     def cluster(self, name: str) -> KubeCluster:
         """The recorded cluster, or an empty record for one issued on first use."""
@@ -94,6 +96,7 @@ class Config:
                 server_version=_str(obj, "server_version", ""), suite=_str(obj, "suite", ""),
                 roles=_str_list(obj.get("roles")), tls_ca_pems=_str_list(obj.get("tls_ca_pems")),
                 ssh_ca_certs=_str_list(obj.get("ssh_ca_certs")),
+                identity_secret=_str(obj, "identity_secret", ""), secret_labels=_str_dict(obj.get("secret_labels")),
             )
         except TypeError as exc:
             raise ValueError(str(exc)) from None
@@ -150,6 +153,13 @@ def _list(value: Any) -> list[Any]:
     if not isinstance(value, list):
         raise ValueError("expected a list")
     return value
+
+
+def _str_dict(value: Any) -> dict[str, str]:
+    items = _dict(value)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in items.items()):
+        raise ValueError("expected an object of strings")
+    return items
 
 
 def _str_list(value: Any) -> list[str]:

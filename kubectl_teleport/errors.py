@@ -35,7 +35,7 @@ EXIT_CODES = {
     UNAVAILABLE: "the issuer is unreachable or answered badly",
     TRUST: "CA pin mismatch, TLS verification failed, or the clocks disagree",
     LOCK_TIMEOUT: "timed out waiting for the identity lock",
-    UNSAFE_STATE: "state directory unsafe, not ours, or not writable",
+    UNSAFE_STATE: "state directory unsafe, not ours, or not writable; or a Secret another writer changed",
 }
 
 
@@ -100,6 +100,11 @@ class UnsafeState(PluginError):
     """The data dir (or a file in it) is unsafe, belongs to someone else, or cannot be written."""
 
     code = UNSAFE_STATE
+
+
+class AnotherWriter(UnsafeState):
+    """Another process wrote the bot's identity Secret since this one read it (`--store-identity`): this one
+    stops renewing, so Teleport never sees two renewals from one generation."""
 
 
 TRANSIENT = (Unavailable, LockTimeout)  # failures worth retrying soon (the daemon's backoff)

@@ -20,12 +20,16 @@ from pathlib import Path
 
 from .. import clock, fmt, pki, policy
 from ..config import Config, KubeCluster, KubeconfigEntry
-from ..errors import NotLoggedIn, PluginError, UsageError
+from ..errors import AnotherWriter, NotLoggedIn, PluginError, UsageError
 from ..issuer import auth, http, renewal, teleport
 from ..outputs import kubeconfig
 from ..store import identity
-from ..store.datadir import CONFIG, DataDir, check_cluster_name, resolve
+from ..store.datadir import CONFIG, ENV_DATA_DIR, DataDir, check_cluster_name, resolve
 from ..store.files import Reservation
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..store.identity_secret import IdentitySecret
 
 ENV_TOKEN = "KUBECTL_TELEPORT_TOKEN"  # noqa: S105 (the variable's name, not a token)
 LOCK_WAIT = 60.0
@@ -50,6 +54,8 @@ class LoginRequest:
     timeout: float = http.DEFAULT_DEADLINE
     destination: str | None = None
     static: bool = False
+    store_identity: str | None = None
+    secret_labels: list[str] = field(default_factory=list)
 
 
 def check_address(flag: str, address: str) -> str:
@@ -98,6 +104,8 @@ def _replace_identity(dd: DataDir, cfg: Config, joined: teleport.Joined, room: R
         try:
             old_cfg = dd.load_config()
             cfg.kubeconfigs, cfg.destinations = old_cfg.kubeconfigs, old_cfg.destinations
+            cfg.identity_secret = cfg.identity_secret or old_cfg.identity_secret
+            cfg.secret_labels = cfg.secret_labels or old_cfg.secret_labels
         except PluginError:
             pass
     identity.clear_pending(dd)
@@ -151,18 +159,48 @@ def validate(req: LoginRequest) -> tuple[list[str], int]:
     return pins, ttl
 
 
+def _secret_flags(req: LoginRequest) -> tuple[str | None, dict[str, str] | None]:
+    """--store-identity's canonical URL and --secret-label's labels (UsageError, exit 2, when malformed)."""
+    if not req.store_identity and not req.secret_labels:
+        return None, None
+    from ..store import identity_secret
+
+    url = identity_secret.check_url(req.store_identity) if req.store_identity else None
+    labels = identity_secret.parse_labels(req.secret_labels) if req.secret_labels else None
+    return url, labels
+
+
+def _data_dir(req: LoginRequest, url: str | None) -> DataDir:
+    """--data-dir, else per proxy: --proxy, else the proxy recorded in the identity Secret."""
+    if url and not req.proxy and not (req.data_dir or os.environ.get(ENV_DATA_DIR)):
+        from ..store import identity_secret
+
+        return resolve(None, identity_secret.proxy_of(url))
+    return resolve(req.data_dir, req.proxy)
+
+
+def _recorded_secret(dd: DataDir) -> str | None:
+    """The identity Secret a previous login recorded in the data dir, if any."""
+    try:
+        return (dd.load_config().identity_secret or None) if dd.has_config() else None
+    except PluginError:
+        return None
+
+
 def login(req: LoginRequest) -> list[str]:
     """Run a login; returns the lines to print."""
     req.token = req.token or os.environ.get(ENV_TOKEN) or None
     pins, ttl = validate(req)
-    dd = resolve(req.data_dir, req.proxy)
+    url, labels = _secret_flags(req)
+    dd = _data_dir(req, url)
     fresh_dir = not dd.exists()
     if not fresh_dir:
         dd.check()
+        url = url or _recorded_secret(dd)
     target, standalone = _kubeconfig_target(req, dd)
     if not standalone:
         kubeconfig.preflight(target)  # the standalone one lives in the data dir, whose room is reserved below
-    if not req.token and not dd.has_config():
+    if not req.token and not dd.has_config() and not url:
         raise NotLoggedIn(f"no identity in {dd.root} yet: log in with --proxy, --token and --role first")
     if req.insecure:
         fmt.warn(_insecure_warning(pins))
@@ -170,8 +208,26 @@ def login(req: LoginRequest) -> list[str]:
     out: list[str] = []
     lock = dd.acquire(LOCK_WAIT)
     rooms: list[Reservation] = []
+    store = None
     try:
         dd.remove_stale_temps()
+        if url:  # the Secret is the identity's committed store: read it first (store/identity_secret.py)
+            from ..store import identity_secret
+
+            given = [req.destination] if req.destination else []
+            identity_secret.check_apart(url, [*identity_secret.recorded_destinations(dd), *given])
+            store = identity_secret.IdentitySecret(dd, url, timeout=min(req.timeout, 10.0))
+            synced = store.sync(clock.now(), token=bool(req.token))
+            if synced == identity_secret.RESUMED:
+                out.append(f"Resumed the bot identity from Secret {url}.")
+            elif synced == identity_secret.CREATED:
+                out.append(f"Stored the bot identity of {dd.root} in Secret {url}.")
+            if synced in (identity_secret.RESUMED, identity_secret.CURRENT, identity_secret.CREATED):
+                if req.token:
+                    out.append(f"The join token was not used: Secret {url} holds a valid identity.")
+                    req.token = None
+        if not req.token and not dd.has_config():
+            raise NotLoggedIn(f"no identity in {dd.root} yet: log in with --proxy, --token and --role first")
         # room for everything this login writes, before the token is spent or anything is issued
         entry_rooms = [dd.reserve_entry(name) for name in req.kube_clusters]
         rooms += entry_rooms
@@ -184,10 +240,17 @@ def login(req: LoginRequest) -> list[str]:
             if req.destination:  # a Secret destination must be writable before the token is spent
                 from ..outputs.destination import preflight
 
-                preflight(req.destination)
+                preflight(req.destination, labels)
+            if store is not None:  # ... and so must the identity Secret
+                store.preflight(labels or {})
             cfg, joined = _join(req, req.proxy, pins, ttl, deadline)
+            cfg.identity_secret = url or ""
+            cfg.secret_labels = labels or {}
             config_room.discard()
             _replace_identity(dd, cfg, joined, id_room)
+            if store is not None:
+                _store_new_identity(store, dd)
+                out.append(f"Stored the bot identity in Secret {url}.")
         else:
             cfg = dd.load_config()
             if req.proxy and req.proxy != cfg.proxy:
@@ -197,8 +260,12 @@ def login(req: LoginRequest) -> list[str]:
                 cfg.ttl_seconds = ttl
             if req.roles:
                 cfg.roles = list(req.roles)
+            if url:
+                cfg.identity_secret = url
+            if labels is not None:
+                cfg.secret_labels = labels
         notes: list[str] = []
-        ident = renewal.current_identity(dd, cfg, clock.now(), deadline, notes=notes)
+        ident = renewal.current_identity(dd, cfg, clock.now(), deadline, notes=notes, store=store)
         instance = f", bot instance {ident.bot_instance_id}" if ident.bot_instance_id else ""
         suite = cfg.suite or "none (RSA keys)"
         out.append(f"Logged in to {cfg.cluster_name} at {cfg.proxy} (Teleport {cfg.server_version or 'unknown'}, "
@@ -232,6 +299,8 @@ def login(req: LoginRequest) -> list[str]:
             from ..outputs.destination import refresh
 
             out.extend(f"Updated the credential files in {path}" for path in refresh(dd, cfg))
+        if store is not None:
+            store.push()  # config.json as this login left it (clusters, kubeconfigs, destinations, labels)
     except BaseException:
         if fresh_dir and not dd.has_config():
             _remove_fresh_dir(dd, rooms)  # a failed first login leaves nothing behind
@@ -244,6 +313,17 @@ def login(req: LoginRequest) -> list[str]:
     if standalone or target != kubeconfig.default_path():
         out.append(f"Use it: export KUBECONFIG={target}   (or: kubectl --kubeconfig {target} get pods)")
     return out
+
+
+def _store_new_identity(store: IdentitySecret, dd: DataDir) -> None:
+    """After a join: the new identity into the Secret; a failure says how to finish without a new token."""
+    try:
+        store.create()
+    except PluginError as err:
+        if isinstance(err, AnotherWriter):
+            raise
+        raise type(err)(f"{err}; the new identity is kept in {dd.root}: run this login again without --token to "
+                        f"store it in Secret {store.url}", err.code) from None
 
 
 def _remove_fresh_dir(dd: DataDir, rooms: list[Reservation]) -> None:
@@ -263,6 +343,7 @@ def run(args: argparse.Namespace) -> int:
             proxy=args.proxy, token=args.token, ca_pins=args.ca_pin, kube_clusters=args.kube_cluster,
             roles=args.role, auth_server=args.auth_server, insecure=args.insecure, data_dir=args.data_dir,
             kubeconfig=args.kubeconfig, merge=args.merge, context=args.context, ttl=args.ttl, timeout=args.timeout,
-            destination=args.destination, static=args.static)):
+            destination=args.destination, static=args.static, store_identity=args.store_identity,
+            secret_labels=args.secret_label)):
         print(line)
     return 0

@@ -1,5 +1,6 @@
 """`kubectl-teleport logout`: remove the identity, its certificates (and any temp file holding a key), the
-kubeconfig entries and destination files login wrote. The lock file stays (removing an flock file others may
+kubeconfig entries and destination files login wrote, and the identity Secret of `--store-identity` (only if
+nobody wrote it since this data dir did). The lock file stays (removing an flock file others may
 wait on is a race); it holds no key."""
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def logout(data_dir: str | None) -> list[str]:
         except PluginError as err:
             cfg = None
             out.append(f"Warning: {err}; removing the files anyway")
+        if cfg and cfg.identity_secret:  # before the data dir forgets which version it last wrote
+            from ..store.identity_secret import IdentitySecret
+
+            out.append(IdentitySecret(dd, cfg.identity_secret).delete())
         for entry in cfg.kubeconfigs if cfg else []:
             out.append(_remove_context(Path(entry.path), entry.name, entry.standalone))
         if cfg and cfg.destinations:

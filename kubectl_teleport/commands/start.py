@@ -36,11 +36,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .. import clock, errors, fmt
-from ..errors import OK, TRANSIENT, PluginError, UnsafeState, UsageError
+from ..errors import OK, TRANSIENT, AnotherWriter, PluginError, UnsafeState, UsageError
 from ..issuer import http, renewal
 from ..outputs import destination as outputs
 from ..store import identity
-from ..store.datadir import DataDir, resolve
+from ..store.datadir import ENV_DATA_DIR, DataDir, resolve
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..store.identity_secret import IdentitySecret
 
 DEFAULT_INTERVAL = 20 * 60
 MIN_INTERVAL = 60
@@ -79,8 +83,10 @@ class Daemon:
     def __init__(self, dd: DataDir, *, interval: float = DEFAULT_INTERVAL,
                  now: Callable[[], float] = clock.now, wait: Callable[[float], None] | None = None,
                  log: Callable[[str, int], None] | None = None, rng: Callable[[], float] = random.random,
-                 timeout: float = http.DEFAULT_DEADLINE, lock_wait: float = LOCK_WAIT) -> None:
+                 timeout: float = http.DEFAULT_DEADLINE, lock_wait: float = LOCK_WAIT,
+                 store: IdentitySecret | None = None) -> None:
         self.dd = dd
+        self.store = store  # the identity Secret (--store-identity): every identity renewal writes it first
         self.interval = float(interval)
         self.now = now
         self.wait = wait or _sleep
@@ -136,7 +142,7 @@ class Daemon:
             cfg = dd.load_config()
             before = identity.load(dd).generation
             ident = renewal.current_identity(dd, cfg, self.now(), http.Deadline(self.timeout),
-                                             force=force_identity)
+                                             force=force_identity, store=self.store)
         except PluginError as err:
             out.errors.append(err)
             out.identity_failed = True
@@ -218,6 +224,9 @@ class Daemon:
                 out = Outcome(errors=[PluginError(f"internal error: {type(exc).__name__}: {str(exc)[:200]}",
                                                   errors.INTERNAL)], identity_failed=force_identity,
                               failed_clusters=set(force_clusters))
+            taken = next((e for e in out.errors if isinstance(e, AnotherWriter)), None)
+            if taken is not None:  # another process renews this bot now: stop, before asking Teleport again
+                raise taken
             now = self.now()
             if force_identity and (not out.identity_failed or not out.transient):
                 # the tick's renewal happened, or failed for a reason only a new tick (or login) may fix
@@ -332,42 +341,88 @@ def parse_interval(text: str) -> int:
     return seconds
 
 
-def _setup(dd: DataDir, destination: str | None, static: bool) -> None:
-    """Check that there is an identity; record --destination (under the lock) so later starts keep it."""
-    cfg = dd.load_config()
-    identity.load(dd)
-    if destination is None:
-        return
+def _setup(dd: DataDir, destination: str | None, static: bool, url: str | None = None,
+           labels: dict[str, str] | None = None) -> IdentitySecret | None:
+    """Check that there is an identity, first reading it from the identity Secret (given, or recorded by an earlier
+    login or start); record --destination, --store-identity and --secret-label (under the lock) so later starts
+    keep them. Returns the identity Secret, if any."""
+    if url is None and dd.has_config():
+        url = dd.load_config().identity_secret or None
+    if url is None and destination is None and labels is None:
+        dd.load_config()
+        identity.load(dd)
+        return None
     lock = dd.acquire(LOCK_WAIT)
     try:
+        store = None
+        if url is not None:
+            from ..store.identity_secret import IdentitySecret, check_apart, recorded_destinations
+
+            check_apart(url, [*recorded_destinations(dd), *([destination] if destination else [])])
+            store = IdentitySecret(dd, url)
+            store.sync(clock.now(), token=False)
+            check_apart(url, recorded_destinations(dd))  # as the Secret recorded them
         cfg = dd.load_config()
-        outputs.add(dd, cfg, destination, static=static, default=next(iter(sorted(cfg.kube_clusters)), None))
+        identity.load(dd)
+        changed = False
+        if url is not None and cfg.identity_secret != url:
+            cfg.identity_secret, changed = url, True
+        if labels is not None and cfg.secret_labels != labels:
+            cfg.secret_labels, changed = labels, True
+        if changed:
+            dd.save_config(cfg)
+        if destination is not None:
+            outputs.add(dd, cfg, destination, static=static, default=next(iter(sorted(cfg.kube_clusters)), None))
+        if store is not None:
+            store.push()  # config.json as recorded now
     finally:
         lock.release()
+    return store
+
+
+def _data_dir(data_dir: str | None, url: str | None) -> DataDir:
+    """--data-dir, else the one identity under the user data dir, else (with --store-identity) the one of the
+    proxy that the identity Secret names."""
+    if url and not (data_dir or os.environ.get(ENV_DATA_DIR)):
+        from ..store import identity_secret
+
+        proxy = identity_secret.proxy_of(url)
+        if proxy:
+            return resolve(None, proxy)
+    return resolve(data_dir)
 
 
 def start(data_dir: str | None, *, oneshot: bool = False, interval: str = "20m", destination: str | None = None,
-        static: bool = False) -> int:
+          static: bool = False, store_identity: str | None = None, secret_labels: list[str] | None = None) -> int:
     """`kubectl-teleport start`."""
     seconds = parse_interval(interval)
     if static and not destination:
         raise UsageError("--static applies to --destination DIR: give both")
-    dd = resolve(data_dir)
-    dd.check()
-    if not dd.writable():
-        raise UnsafeState(f"this user can only read {dd.root}; renewing is the bot user's job: run "
-                          "`kubectl-teleport start` as the owner of the data dir")
+    url = labels = None
+    if store_identity or secret_labels:
+        from ..store import identity_secret
+
+        url = identity_secret.check_url(store_identity) if store_identity else None
+        labels = identity_secret.parse_labels(secret_labels) if secret_labels else None
+    dd = _data_dir(data_dir, url)
+    if url is None or dd.exists():  # with --store-identity, a fresh (emptyDir) data dir is filled from the Secret
+        dd.check()
+        if not dd.writable():
+            raise UnsafeState(f"this user can only read {dd.root}; renewing is the bot user's job: run "
+                              "`kubectl-teleport start` as the owner of the data dir")
     daemon = Daemon(dd, interval=seconds)
     if oneshot:
-        _setup(dd, destination, static)
+        daemon.store = _setup(dd, destination, static, url, labels)
         return daemon.oneshot()
     waiter = SignalWaiter(daemon)  # before anything slow, so an early SIGTERM is honoured too
     try:
         daemon.wait = waiter.wait
-        _setup(dd, destination, static)
-        dests = ", ".join(d.path for d in dd.load_config().destinations) or "none"
+        daemon.store = _setup(dd, destination, static, url, labels)
+        cfg = dd.load_config()
+        dests = ", ".join(d.path for d in cfg.destinations) or "none"
+        kept = f", identity kept in Secret {cfg.identity_secret}" if cfg.identity_secret else ""
         daemon.log(f"started for {dd.root}: renewal interval {fmt.format_duration(seconds)} "
-                   f"(±{JITTER:.0%}), destinations: {dests}", 6)
+                   f"(±{JITTER:.0%}), destinations: {dests}{kept}", 6)
         return daemon.serve()
     finally:
         waiter.close()
@@ -376,4 +431,5 @@ def start(data_dir: str | None, *, oneshot: bool = False, interval: str = "20m",
 def run(args: argparse.Namespace) -> int:
     """`kubectl-teleport start`."""
     return start(args.data_dir, oneshot=args.oneshot, interval=args.renewal_interval,
-                 destination=args.destination, static=args.static)
+                 destination=args.destination, static=args.static, store_identity=args.store_identity,
+                 secret_labels=args.secret_label)

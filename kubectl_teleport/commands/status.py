@@ -33,6 +33,8 @@ def gather(data_dir: str | None) -> dict[str, Any]:
                       teleport={"server_version": cfg.server_version, "signature_algorithm_suite": cfg.suite,
                                 "tls_routing": cfg.tls_routing, "auth_server": cfg.auth_server or None,
                                 "roles": cfg.roles})
+        if cfg.identity_secret:
+            report["identity_secret"] = {"url": cfg.identity_secret, "resource_version": _synced_version(dd, cfg)}
         try:
             ident = identity.load(dd)
             pending = _pending(dd, ident)
@@ -82,6 +84,20 @@ def _pending(dd: Any, ident: Any) -> dict[str, Any] | None:
             "retry_after": fmt.rfc3339(ident.hold_until)}
 
 
+def _synced_version(dd: Any, cfg: Any) -> str | None:
+    """The identity Secret's resourceVersion as this data dir last read or wrote it (no network)."""
+    from ..store.datadir import SECRET_STATE
+
+    try:
+        raw = dd.read(SECRET_STATE)
+        state = json.loads(raw) if raw else {}
+    except (PluginError, ValueError):
+        return None
+    if not isinstance(state, dict) or state.get("url") != cfg.identity_secret:
+        return None
+    return str(state.get("resource_version") or "") or None
+
+
 def render_text(report: dict[str, Any]) -> list[str]:
     """Human lines for `status`."""
     lines = []
@@ -107,6 +123,11 @@ def render_text(report: dict[str, Any]) -> list[str]:
         instance = f", bot instance {ident['bot_instance_id']}" if ident.get("bot_instance_id") else ""
         lines.append(f"Identity:   generation {ident['generation']}{instance}, valid until {ident['expires']} "
                      f"({left}{extra})")
+    kept = report.get("identity_secret")
+    if kept:
+        version = (f"resourceVersion {kept['resource_version']} as last read or written here"
+                   if kept.get("resource_version") else "not read here yet: run `kubectl-teleport start`")
+        lines.append(f"Kept in:    Secret {kept['url']} ({version}; only `start` and `login` renew it)")
     lines.append("Kubernetes clusters:" if report["kube_clusters"] else "Kubernetes clusters: none")
     for item in report["kube_clusters"]:
         user = f" as {item['kube_user']}" if item.get("kube_user") else ""

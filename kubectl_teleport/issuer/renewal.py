@@ -20,12 +20,16 @@ from datetime import datetime, timezone
 
 from .. import cache, clock, execcred, fmt, pki, policy
 from ..config import Config
-from ..errors import IdentityRejected, NotLoggedIn, PluginError, Unavailable
+from ..errors import AnotherWriter, IdentityRejected, NotLoggedIn, PluginError, Unavailable
 from ..store import identity
 from ..store.datadir import DataDir
 from ..store.files import Reservation
 from ..store.identity import BotIdentity, Pending
 from . import auth, http, teleport
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..store.identity_secret import IdentitySecret
 
 # An ambiguous renewal is tried again once less than this share of the identity's lifetime is left (10 min of
 # a 1 h identity): late enough that the identity has served most of its life meanwhile, early enough that
@@ -97,17 +101,46 @@ def pending_state(dd: DataDir, ident: BotIdentity) -> Pending | None:
 
 
 def current_identity(dd: DataDir, cfg: Config, now: float, deadline: http.Deadline, *, force: bool = False,
-                     notes: list[str] | None = None) -> BotIdentity:
+                     notes: list[str] | None = None, store: IdentitySecret | None = None) -> BotIdentity:
     """The identity to issue with, renewed first when due (or `force`).
 
     With `notes` (kubectl's paths) a failed renewal of a still-valid identity becomes a note there and the
     current identity is used; without it (the daemon, which retries with backoff) the error is raised.
-    While a renewal is ambiguous (`pending_state`) nothing renews before `retry_at`, `force` included.
+    While a renewal is ambiguous (`pending_state`) nothing renews before `retry_at`, `force` included; the retry
+    then uses the pending key again.
+
+    An identity kept in a Secret (`cfg.identity_secret`) is renewed only with its `store` (what `start` and
+    `login` pass; kubectl's calls run with kubectl's environment, not the pod's access to the Secret): the data
+    dir's state is written to the Secret first if it lags, then the pending key, before anything is sent to
+    Teleport, then the new identity (store/identity_secret.py). Another writer (AnotherWriter) always raises.
     """
     ident = identity.load(dd)
     pending = pending_state(dd, ident)
     if pending is not None:
         ident.hold_until = retry_at(ident)
+    if cfg.identity_secret and store is None:
+        if now >= ident.renew_at():
+            identity.check_usable(ident, now)
+            if notes is not None:
+                notes.append(f"the bot identity is due and kept in Secret {cfg.identity_secret}, which only "
+                             f"`kubectl-teleport start` renews (until {fmt.rfc3339(ident.expires_at)}): is it running?")
+        return ident
+
+    def blocked(err: PluginError) -> BotIdentity:
+        """A Secret write failed before anything was sent: no renewal now."""
+        if isinstance(err, AnotherWriter) or notes is None:
+            raise err
+        identity.check_usable(ident, now)
+        notes.append(f"the bot identity was not renewed ({err}); using the current one until "
+                     f"{fmt.rfc3339(ident.expires_at)}")
+        return ident
+
+    if store is not None:
+        try:
+            store.push()  # a write that did not reach the Secret before (its API was away) goes first
+        except PluginError as err:
+            return blocked(err)
+    if pending is not None:
         if now < ident.hold_until:
             if notes is not None:
                 notes.append(ambiguous_note(pending, ident))
@@ -117,9 +150,19 @@ def current_identity(dd: DataDir, cfg: Config, now: float, deadline: http.Deadli
     identity.check_usable(ident, now)
     room = identity.reserve(dd)  # before anything is asked: the answer must have somewhere to go
     try:
-        key = pki.key_for_suite(cfg.suite)
+        # the retry of a renewal in doubt asks with the same key; anything else with a fresh one
+        key = pki.load_private_key(pending.key_pem) if pending is not None else pki.key_for_suite(cfg.suite)
         record = Pending(pki.private_key_pem(key), ident.generation, started_at=now, sent=False)
         identity.save_pending(dd, record)
+        if store is not None:
+            try:
+                store.push()  # the pending key is in the Secret before anything is sent: one writer
+            except PluginError as err:
+                if pending is not None:
+                    identity.save_pending(dd, pending)  # still in doubt, as before
+                else:
+                    identity.clear_pending(dd)
+                return blocked(err)
 
         def leaving() -> None:  # the connection is up and verified; the request is about to leave
             identity.save_pending(dd, replace(record, sent=True))
@@ -132,6 +175,7 @@ def current_identity(dd: DataDir, cfg: Config, now: float, deadline: http.Deadli
         except PluginError as err:
             if not auth.was_ambiguous(err):
                 identity.clear_pending(dd)  # refused, or never sent: nothing to be unsure about
+                _push_quietly(store)
             if isinstance(err, IdentityRejected) or notes is None:
                 raise
             notes.append(f"renewing the bot identity failed ({err}); using the current one until "
@@ -141,7 +185,27 @@ def current_identity(dd: DataDir, cfg: Config, now: float, deadline: http.Deadli
     finally:
         room.discard()
     identity.clear_pending(dd)
+    if store is not None:
+        try:
+            store.push()
+        except PluginError as err:
+            if isinstance(err, AnotherWriter):
+                raise
+            message = (f"the bot identity was renewed (generation {renewed.generation}) but not yet written to "
+                       f"Secret {store.url} ({err}); the next renewal writes it first")
+            if notes is None:
+                raise Unavailable(message) from None
+            notes.append(message)
     return renewed
+
+
+def _push_quietly(store: IdentitySecret | None) -> None:
+    """Take a pending key that never left out of the Secret again; a failure is left to the next `push`."""
+    if store is not None:
+        try:
+            store.push()
+        except PluginError:
+            pass
 
 
 def kube_identity_info(cert_pem: str) -> dict:

@@ -73,12 +73,12 @@ def is_secret(dest: str | Path) -> bool:
     return isinstance(dest, str) and dest.startswith(SECRET_PREFIX)
 
 
-def preflight(dest: str) -> None:
+def preflight(dest: str, labels: dict[str, str] | None = None) -> None:
     """Before a login spends its token: a Secret destination must be writable (a server-side dry run)."""
     if is_secret(dest):
         from . import kube_secret
 
-        kube_secret.publish(dest, dict.fromkeys(FILES, b""), dry_run=True)
+        kube_secret.publish(dest, dict.fromkeys(FILES, b""), labels=labels, dry_run=True)
 
 
 def check_destination(dd: DataDir, dest: Path) -> Path:
@@ -233,14 +233,17 @@ def secret_files(dd: DataDir, cfg: Config, m: Material) -> dict[str, bytes]:
 
 
 def _write_secret(dd: DataDir, cfg: Config, url: str, m: Material) -> bool:
-    """Apply the file set to the Secret unless it already holds exactly it; True when written."""
+    """Apply the file set (with the `--secret-label`s) to the Secret unless it already holds exactly it; True when
+    written."""
     from . import kube_secret
 
     files_ = secret_files(dd, cfg, m)
+    labels = cfg.secret_labels
     current = kube_secret.read_secret(kube_secret.parse_url(url), access=kube_secret.load_access())
-    if current is not None and {k: current.data.get(k) for k in FILES if k in current.data or k in files_} == files_:
+    if (current is not None and all(current.labels.get(k) == v for k, v in labels.items())
+            and {k: current.data.get(k) for k in FILES if k in current.data or k in files_} == files_):
         return False
-    kube_secret.publish(url, files_)
+    kube_secret.publish(url, files_, labels=labels)
     return True
 
 

@@ -402,6 +402,7 @@ class SecretInfo:
     type: str = "Opaque"
     labels: dict[str, str] = field(default_factory=dict)
     data: dict[str, bytes] = field(default_factory=dict, repr=False)
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 def _info(ref: SecretRef, obj: dict[str, Any], created: bool = False) -> SecretInfo:
@@ -415,12 +416,26 @@ def _info(ref: SecretRef, obj: dict[str, Any], created: bool = False) -> SecretI
             raise Unavailable(f"reading Secret {ref}: key {key!r} is not base64; the answer is not a Secret") \
                 from None
     return SecretInfo(ref, str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""), created,
-                      str(obj.get("type") or "Opaque"), dict(meta.get("labels") or {}), data)
+                      str(obj.get("type") or "Opaque"), dict(meta.get("labels") or {}), data,
+                      dict(meta.get("annotations") or {}))
+
+
+def check_annotations(annotations: Mapping[str, str]) -> dict[str, str]:
+    """Annotations for the Secret: keys checked as Kubernetes checks them, values any string."""
+    for key, value in annotations.items():
+        prefix, _, name = key.rpartition("/")
+        if ((prefix and (len(prefix) > 253 or not _SUBDOMAIN.match(prefix)))
+                or len(name) > 63 or not _LABEL_NAME.match(name) or not isinstance(value, str)):
+            raise UsageError(f"invalid Secret annotation {key!r}: use [prefix/]name with letters, digits, '-', '_' "
+                             "and '.'")
+    return dict(annotations)
 
 
 def apply_body(ref: SecretRef, files: Mapping[str, bytes], labels: Mapping[str, str] | None = None,
-               resource_version: str | None = None) -> dict[str, Any]:
-    """The apply patch: an Opaque Secret whose keys are the files (base64), with the labels if any."""
+               resource_version: str | None = None,
+               annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The apply patch: an Opaque Secret whose keys are the files (base64), with the labels and annotations if
+    any (a resourceVersion makes it conditional)."""
     total = 0
     for key, value in files.items():
         if not _KEY.match(key) or len(key) > 253 or key in (".", ".."):
@@ -433,6 +448,8 @@ def apply_body(ref: SecretRef, files: Mapping[str, bytes], labels: Mapping[str, 
     metadata: dict[str, Any] = {"name": ref.name, "namespace": ref.namespace}
     if labels:
         metadata["labels"] = check_labels(labels)
+    if annotations:
+        metadata["annotations"] = check_annotations(annotations)
     if resource_version:
         metadata["resourceVersion"] = resource_version
     return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque",
@@ -441,7 +458,8 @@ def apply_body(ref: SecretRef, files: Mapping[str, bytes], labels: Mapping[str, 
 
 def write_files(ref: SecretRef, files: Mapping[str, bytes], *, access: ClusterAccess | None = None,
                 labels: Mapping[str, str] | None = None, resource_version: str | None = None, force: bool = False,
-                dry_run: bool = False, timeout: float = DEFAULT_TIMEOUT) -> SecretInfo:
+                dry_run: bool = False, timeout: float = DEFAULT_TIMEOUT,
+                annotations: Mapping[str, str] | None = None) -> SecretInfo:
     """Make the Secret hold exactly `files` as this manager's keys (server-side apply); returns its new version.
 
     `resource_version` makes the write conditional (SecretConflict when the Secret moved on); `force` takes over
@@ -449,7 +467,7 @@ def write_files(ref: SecretRef, files: Mapping[str, bytes], *, access: ClusterAc
     should do before it spends its join token).
     """
     access = access or load_access()
-    body = apply_body(ref, files, labels, resource_version)
+    body = apply_body(ref, files, labels, resource_version, annotations)
     params = {"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"}
     if force:
         params["force"] = "true"
@@ -461,6 +479,27 @@ def write_files(ref: SecretRef, files: Mapping[str, bytes], *, access: ClusterAc
     if answer.status not in (200, 201):
         raise _fail(action, access, ref, answer, "get, create and patch")
     return _info(ref, answer.body, created=answer.status == 201)
+
+
+def create_secret(ref: SecretRef, files: Mapping[str, bytes], *, access: ClusterAccess | None = None,
+                  labels: Mapping[str, str] | None = None, annotations: Mapping[str, str] | None = None,
+                  timeout: float = DEFAULT_TIMEOUT) -> SecretInfo:
+    """Create the Secret only if it does not exist (POST: SecretConflict when another writer created it first).
+
+    A server-side apply would create *or* overwrite (an apply's resourceVersion is ignored when the object is
+    missing, kubernetes#106745), so a create that must not clobber another writer's Secret is a plain create;
+    the keys are then owned by this manager's `Update` entry, which later forced applies take over."""
+    access = access or load_access()
+    body = apply_body(ref, files, labels, None, annotations)
+    action = f"creating Secret {ref}"
+    answer = _request(access, action, "POST", f"/api/v1/namespaces/{ref.namespace}/secrets",
+                      params={"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"}, body=body,
+                      timeout=timeout)
+    if answer.status == 409 and answer.body.get("reason") == "AlreadyExists":
+        raise SecretConflict(f"{action}: another writer created it first; only one process may keep this Secret")
+    if answer.status != 201:
+        raise _fail(action, access, ref, answer, "get, create and patch")
+    return _info(ref, answer.body, created=True)
 
 
 def read_secret(ref: SecretRef, *, access: ClusterAccess | None = None,

@@ -6,6 +6,8 @@ Layout (see docs/design.md):
       config.json               proxy, clusters, pinned CAs, kubeconfig entries written (0600)
       identity.pem              the bot's renewable identity: certificate + private key (0600)
       identity.pending.json     a renewal's new key, persisted before asking (0600, only mid-renewal)
+      identity.secret.json      with --store-identity: the identity Secret's version this dir last read or
+                                wrote (identity_secret.py; 0600, never stored in the Secret)
       lock                      the identity's lock file (flock; never a data file; never removed)
       kube/<cluster>.cred       per-cluster credential cache, format in cache.py (0600)
       kube/<cluster>.sshcert    the SSH certificate issued with that entry's key, if any (0600; readers check
@@ -30,9 +32,10 @@ from .files import Dir, Reservation
 from .lock import LOCK_NAME, IdentityLock, is_writer
 
 ENV_DATA_DIR = "KUBECTL_TELEPORT_DATA_DIR"
-CONFIG, IDENTITY, PENDING, LOCK, KUBE, KUBECONFIG = (
-    "config.json", "identity.pem", "identity.pending.json", LOCK_NAME, "kube", "kubeconfig.yaml")
-OWNED = (CONFIG, IDENTITY, PENDING, KUBECONFIG)  # files logout removes (the lock stays)
+CONFIG, IDENTITY, PENDING, LOCK, KUBE, KUBECONFIG, SECRET_STATE = (
+    "config.json", "identity.pem", "identity.pending.json", LOCK_NAME, "kube", "kubeconfig.yaml",
+    "identity.secret.json")
+OWNED = (CONFIG, IDENTITY, PENDING, KUBECONFIG, SECRET_STATE)  # files logout removes (the lock stays)
 ENTRY_SUFFIX = ".cred"
 SSH_CERT_SUFFIX = ".sshcert"
 PATH_MAX, NAME_MAX = 4096, 255

@@ -127,9 +127,14 @@ def load(dd: DataDir) -> BotIdentity:
     raw = dd.read(IDENTITY)
     if raw is None:
         raise NotLoggedIn(f"no identity in {dd.root}: run `kubectl-teleport login` first")
+    return decode(raw, where=str(dd.identity_path))
+
+
+def decode(raw: bytes, *, where: str) -> BotIdentity:
+    """An identity.pem's bytes (from the data dir, or the identity Secret) as a checked identity."""
     text = raw.decode("utf-8", "replace")
     cert_pem, key_pem = split_pem(text)
-    ident = parse(cert_pem, key_pem, where=str(dd.identity_path))
+    ident = parse(cert_pem, key_pem, where=where)
     head = text.split("-----BEGIN", 1)[0]
     received = _RECEIVED_AT.search(head)
     ident.received_at = float(received[1]) if received else None
@@ -176,9 +181,14 @@ class Pending:
     sent: bool = True  # a record without the field (older versions) is taken as sent: the safe reading
 
 
+def encode_pending(pending: Pending) -> bytes:
+    """identity.pending.json's bytes."""
+    return json.dumps({"key_pem": pending.key_pem, "for_generation": pending.for_generation,
+                       "started_at": pending.started_at, "sent": pending.sent}).encode()
+
+
 def save_pending(dd: DataDir, pending: Pending) -> None:
-    dd.write(PENDING, json.dumps({"key_pem": pending.key_pem, "for_generation": pending.for_generation,
-                                  "started_at": pending.started_at, "sent": pending.sent}).encode())
+    dd.write(PENDING, encode_pending(pending))
 
 
 def load_pending(dd: DataDir) -> Pending | None:

@@ -251,7 +251,7 @@ class FakeKube:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_PATCH = do_DELETE = _any
+            do_GET = do_PATCH = do_DELETE = do_POST = _any
 
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(str(tmp / "srv.pem"))
@@ -300,6 +300,25 @@ def test_write_sends_one_server_side_apply_with_the_token(fake: FakeKube, tmp_pa
     ks.write_files(REF, {"tlscert": b"C"}, access=fake.access(), force=True, dry_run=True)
     assert fake.requests[-1]["query"]["force"] == ["true"] and fake.requests[-1]["query"]["dryRun"] == ["All"]
     assert "Authorization" not in fake.requests[-1]["headers"]
+
+
+def test_create_is_a_post_that_never_overwrites(fake: FakeKube) -> None:
+    collection = f"/api/v1/namespaces/{REF.namespace}/secrets"
+    fake.answers[("POST", collection)] = (201, secret_answer("4", {"identity.pem": b"I"}))
+    info = ks.create_secret(REF, {"identity.pem": b"I"}, access=fake.access(), annotations={"example.dev/bot": "b"})
+    assert (info.created, info.resource_version) == (True, "4")
+    [req] = fake.requests
+    assert (req["method"], req["path"]) == ("POST", collection)
+    assert req["query"] == {"fieldManager": ["kubectl-teleport"], "fieldValidation": ["Strict"]}
+    assert json.loads(req["body"]) == ks.apply_body(REF, {"identity.pem": b"I"},
+                                                    annotations={"example.dev/bot": "b"})
+    assert json.loads(req["body"])["metadata"]["annotations"] == {"example.dev/bot": "b"}
+    fake.answers[("POST", collection)] = (409, {"kind": "Status", "reason": "AlreadyExists",
+                                                "message": 'secrets "robot-out" already exists'})
+    with pytest.raises(ks.SecretConflict, match="another writer created it first"):
+        ks.create_secret(REF, {"identity.pem": b"I"}, access=fake.access())
+    with pytest.raises(UsageError, match="invalid Secret annotation"):
+        ks.apply_body(REF, {}, annotations={"bad key": "x"})
 
 
 def test_read_and_delete(fake: FakeKube) -> None:
