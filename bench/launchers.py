@@ -118,7 +118,7 @@ def candidates(venv: Path, args: list[str], env: dict[str, str]) -> dict[str, Cm
             f"#!{python} -IS\nimport sys\nsys.path.append({purelib!r})\n"
             "from kubectl_teleport.entry import main\nsys.exit(main())\n"),
         "#!<python>: pip's rewrite of #!python -IS": f"#!{python}\n" + body.split("\n", 1)[1],
-        "sh launcher, without the _exit after a hit": variant("if code == 0 and sum(", "if False and sum("),
+        "sh launcher, without the _exit after a hit": variant("if code == 0 and getattr(", "if False and getattr("),
         "sh launcher, hot path found by sys.path search": variant('    q = f"{p}/kubectl_teleport"\n',
                                                                    "    raise LookupError\n"),
         "sh launcher run by bash": variant("#!/bin/sh", "#!/bin/bash"),
