@@ -367,6 +367,48 @@ def _tls_ok(route: Any, cfg: Any) -> str:
     return f"{route.via} ({how}): certificate verified against the pinned host CA {_pins(cfg.ca_pems)}"
 
 
+# the identity Secret (--store-identity) --------------------------------------------------------------------------
+
+def check_identity_secret(rep: Report, dd: DataDir) -> None:
+    """With `--store-identity`: the Secret exists and holds what this data dir last wrote (one writer)."""
+    try:
+        cfg = dd.load_config()
+    except PluginError:
+        return
+    if not cfg.identity_secret:
+        return
+    from ..store import identity_secret as ids
+
+    store = ids.IdentitySecret(dd, cfg.identity_secret, timeout=10.0)
+    try:
+        standing, info = store.standing()
+    except PluginError as err:
+        rep.add("identity Secret", WARNING, f"{store.url} could not be read ({err}); a pod restarted now may not "
+                "resume from it")
+        return
+    url = store.url
+    if standing == ids.GONE:
+        rep.add("identity Secret", WARNING, f"{url} does not exist, so a pod restarted now would need a new join "
+                f"token; `kubectl-teleport start --store-identity {url}` writes it again from this data dir")
+    elif standing == ids.UNREAD:
+        rep.add("identity Secret", WARNING, f"{url} exists but this data dir never read it; run `kubectl-teleport "
+                f"start --store-identity {url}` to resume from it")
+    elif standing == ids.OTHER_WRITER:
+        version = info.resource_version if info else "?"
+        rep.add("identity Secret", PROBLEM, f"{url} was written by another process since this data dir last read "
+                f"or wrote it (now at version {version}): only one process may renew a bot, so this one stops at "
+                "its next write; run one replica per identity Secret and restart this pod to resume from it",
+                errors.UNSAFE_STATE)
+    else:
+        generation = info.annotations.get(ids.GENERATION_ANNOTATION, "?") if info else "?"
+        if standing == ids.BEHIND:
+            rep.add("identity Secret", WARNING, f"{url} (generation {generation}) does not hold this data dir's "
+                    "latest state yet (a write failed or is due); `start` writes it at its next cycle")
+        else:
+            rep.add("identity Secret", OK, f"{url}: version {info.resource_version if info else '?'}, generation "
+                    f"{generation}, as this data dir last wrote it")
+
+
 # the daemon ----------------------------------------------------------------------------------------------------
 
 def _same_dir(value: str | None, root: Path) -> bool:
@@ -502,6 +544,7 @@ def diagnose(data_dir: str | None, kubeconfig_path: str | None) -> Report:
     info = check_identity(rep, dd)
     reachable = check_cluster(rep, dd)
     check_auth(rep, dd, info, reachable)
+    check_identity_secret(rep, dd)
     check_daemon(rep, dd)
     for n, ex in mine:
         if runnable[n]:

@@ -43,6 +43,8 @@ RESUMED = "resumed"  # the Secret's identity was written into the data dir (no t
 CREATED = "created"  # no Secret: created from the data dir's identity
 JOIN = "join"  # no usable identity anywhere: a join with the token follows, then `create`
 REPLACE = "replace"  # the Secret holds an expired or damaged identity and a token was given: join, then `create`
+# how the Secret stands against the data dir (`standing`; CURRENT as above)
+GONE, UNREAD, OTHER_WRITER, BEHIND = "gone", "unread", "other-writer", "behind"
 
 
 @dataclass(frozen=True)
@@ -305,6 +307,20 @@ class IdentitySecret:
             raise AnotherWriter(f"Secret {self.url} was deleted since this process read it (a logout elsewhere?), so "
                                 "this one stops renewing: log in again with a new join token to keep the bot")
         return info
+
+    def standing(self) -> tuple[str, ks.SecretInfo | None]:
+        """How the Secret stands against this data dir, read only (`doctor`): GONE, UNREAD (this dir never read
+        it), OTHER_WRITER (written by another process since this dir read or wrote it), BEHIND (this dir holds a
+        state not written to it yet) or CURRENT; with the Secret as read."""
+        info = self.read()
+        state = self.state()
+        if info is None:
+            return GONE, None
+        if state is None:
+            return UNREAD, info
+        if (state.uid, state.resource_version) != (info.uid, info.resource_version):
+            return OTHER_WRITER, info
+        return (CURRENT if digest(*self._content()) == state.digest else BEHIND), info
 
     def delete(self) -> str:
         """Logout: delete the Secret only if nobody wrote it since this dir did; the line to print."""

@@ -357,3 +357,39 @@ def test_the_devcluster_answers_conditional_writes_as_kube_apiserver(devcluster,
     # an apply's resourceVersion is ignored when the Secret is missing: it creates (kubernetes#106745), which is
     # why the identity Secret is created with a POST and an apply that created is treated as "deleted under us"
     assert ks.write_files(REF, files, access=access, resource_version=moved.resource_version).created
+
+
+def test_doctor_names_where_the_identity_secret_stands(devcluster, kubectl, kube, tmp_path: Path) -> None:
+    """doctor's `identity Secret` row: as this data dir wrote it; written by another process since (a problem:
+    one writer); not holding the data dir's latest state; gone."""
+    data = tmp_path / "pod"
+    login(devcluster, data, "--store-identity", URL, bot=devcluster.add_bot("doctored"), env=kube["env"])
+
+    def row() -> tuple[subprocess.CompletedProcess, dict]:
+        out = plugin("doctor", "--data-dir", str(data), "-o", "json", env={**web_trust(devcluster), **kube["env"]})
+        rows = {r["check"]: r for r in json.loads(out.stdout)["checks"]}
+        assert "BEGIN" not in out.stdout
+        return out, rows["identity Secret"]
+
+    out, r = row()
+    assert r["level"] == "ok" and "generation 1" in r["message"] and URL in r["message"], out.stdout
+    touch = tmp_path / "touch.yaml"  # another writer: an operator's server-side apply of an annotation
+    touch.write_text(f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: {REF.name}\n  namespace: demo\n"
+                     "  annotations:\n    touched: 'yes'\n")
+    assert kubectl_run(kubectl, kube["kubeconfig"], kube["home"], "apply", "--server-side", "--field-manager",
+                       "operator", "-f", str(touch)).returncode == 0
+    out, r = row()
+    assert r["level"] == "problem" and "another process" in r["message"], out.stdout
+    assert out.returncode == errors.UNSAFE_STATE
+    store = IdentitySecret(DataDir(data), URL, access=kube["access"])
+    assert locked_sync(store, clock.now()) == RESUMED  # this dir reads it again (what a restart does)
+    out, r = row()
+    assert r["level"] == "ok", out.stdout
+    cfg = json.loads((data / "config.json").read_text())
+    cfg["secret_labels"] = {"team": "infra"}  # a state the Secret does not hold yet
+    (data / "config.json").write_text(json.dumps(cfg))
+    out, r = row()
+    assert r["level"] == "warning" and "latest state" in r["message"], out.stdout
+    ks.delete_secret(REF, access=kube["access"])
+    out, r = row()
+    assert r["level"] == "warning" and "does not exist" in r["message"] and "new join token" in r["message"]
