@@ -26,13 +26,15 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*kubectl_teleport/proto/teleport_auth.proto\x12\x05proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x04\n\x10UserCertsRequest\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x10\n\x08username\x18\x02 \x01(\t\x12+\n\x07\x65xpires\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\x12\x18\n\x10route_to_cluster\x18\x05 \x01(\t\x12\x17\n\x0f\x61\x63\x63\x65ss_requests\x18\x06 \x03(\t\x12\x1a\n\x12kubernetes_cluster\x18\x07 \x01(\t\x12\x11\n\tnode_name\x18\t \x01(\t\x12\x30\n\x05usage\x18\n \x01(\x0e\x32!.proto.UserCertsRequest.CertUsage\x12\x15\n\rrole_requests\x18\x0c \x03(\t\x12\x19\n\x11use_role_requests\x18\x0e \x01(\x08\x12\x16\n\x0essh_public_key\x18\x16 \x01(\x0c\x12\x16\n\x0etls_public_key\x18\x17 \x01(\x0c\x12%\n\x1dreissuable_role_impersonation\x18\x1b \x01(\x08\"X\n\tCertUsage\x12\x07\n\x03\x41ll\x10\x00\x12\x07\n\x03SSH\x10\x01\x12\x0e\n\nKubernetes\x10\x02\x12\x0c\n\x08\x44\x61tabase\x10\x03\x12\x07\n\x03\x41pp\x10\x04\x12\x12\n\x0eWindowsDesktop\x10\x05J\x04\x08\x08\x10\tJ\x04\x08\x0b\x10\x0cJ\x04\x08\r\x10\x0eJ\x04\x08\x0f\x10\x16J\x04\x08\x18\x10\x1b\"M\n\x05\x43\x65rts\x12\x0b\n\x03ssh\x18\x01 \x01(\x0c\x12\x0b\n\x03tls\x18\x02 \x01(\x0c\x12\x14\n\x0ctls_ca_certs\x18\x03 \x03(\x0c\x12\x14\n\x0cssh_ca_certs\x18\x04 \x03(\x0c\"*\n\x18GetClusterCACertResponse\x12\x0e\n\x06tls_ca\x18\x01 \x01(\x0c\"\r\n\x0bPingRequest\"]\n\x0cPingResponse\x12\x14\n\x0c\x63luster_name\x18\x01 \x01(\t\x12\x16\n\x0eserver_version\x18\x02 \x01(\t\x12\x19\n\x11proxy_public_addr\x18\x04 \x01(\tJ\x04\x08\x03\x10\x04\x32\xc7\x01\n\x0b\x41uthService\x12:\n\x11GenerateUserCerts\x12\x17.proto.UserCertsRequest\x1a\x0c.proto.Certs\x12K\n\x10GetClusterCACert\x12\x16.google.protobuf.Empty\x1a\x1f.proto.GetClusterCACertResponse\x12/\n\x04Ping\x12\x12.proto.PingRequest\x1a\x13.proto.PingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*kubectl_teleport/proto/teleport_auth.proto\x12\x05proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x04\n\x10UserCertsRequest\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x10\n\x08username\x18\x02 \x01(\t\x12+\n\x07\x65xpires\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\x12\x18\n\x10route_to_cluster\x18\x05 \x01(\t\x12\x17\n\x0f\x61\x63\x63\x65ss_requests\x18\x06 \x03(\t\x12\x1a\n\x12kubernetes_cluster\x18\x07 \x01(\t\x12\x11\n\tnode_name\x18\t \x01(\t\x12\x30\n\x05usage\x18\n \x01(\x0e\x32!.proto.UserCertsRequest.CertUsage\x12\x15\n\rrole_requests\x18\x0c \x03(\t\x12\x19\n\x11use_role_requests\x18\x0e \x01(\x08\x12\x16\n\x0essh_public_key\x18\x16 \x01(\x0c\x12\x16\n\x0etls_public_key\x18\x17 \x01(\x0c\x12%\n\x1dreissuable_role_impersonation\x18\x1b \x01(\x08\"X\n\tCertUsage\x12\x07\n\x03\x41ll\x10\x00\x12\x07\n\x03SSH\x10\x01\x12\x0e\n\nKubernetes\x10\x02\x12\x0c\n\x08\x44\x61tabase\x10\x03\x12\x07\n\x03\x41pp\x10\x04\x12\x12\n\x0eWindowsDesktop\x10\x05J\x04\x08\x08\x10\tJ\x04\x08\x0b\x10\x0cJ\x04\x08\r\x10\x0eJ\x04\x08\x0f\x10\x16J\x04\x08\x18\x10\x1b\"M\n\x05\x43\x65rts\x12\x0b\n\x03ssh\x18\x01 \x01(\x0c\x12\x0b\n\x03tls\x18\x02 \x01(\x0c\x12\x14\n\x0ctls_ca_certs\x18\x03 \x03(\x0c\x12\x14\n\x0cssh_ca_certs\x18\x04 \x03(\x0c\"*\n\x18GetClusterCACertResponse\x12\x0e\n\x06tls_ca\x18\x01 \x01(\x0c\"\r\n\x0bPingRequest\"]\n\x0cPingResponse\x12\x14\n\x0c\x63luster_name\x18\x01 \x01(\t\x12\x16\n\x0eserver_version\x18\x02 \x01(\t\x12\x19\n\x11proxy_public_addr\x18\x04 \x01(\tJ\x04\x08\x03\x10\x04\"h\n\x14ListResourcesRequest\x12\x15\n\rresource_type\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x11\n\tstart_key\x18\x04 \x01(\tJ\x04\x08\x05\x10\r\"k\n\x15ListResourcesResponse\x12+\n\tresources\x18\x01 \x03(\x0b\x32\x18.proto.PaginatedResource\x12\x10\n\x08next_key\x18\x02 \x01(\t\x12\x13\n\x0btotal_count\x18\x03 \x01(\x05\"c\n\x11PaginatedResource\x12\x36\n\x11kubernetes_server\x18\x07 \x01(\x0b\x32\x19.proto.KubernetesServerV3H\x00\x42\n\n\x08resourceJ\x04\x08\x01\x10\x07J\x04\x08\x08\x10\x0b\"\x95\x01\n\x12KubernetesServerV3\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08sub_kind\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12!\n\x08metadata\x18\x04 \x01(\x0b\x32\x0f.proto.Metadata\x12+\n\x04spec\x18\x05 \x01(\x0b\x32\x1d.proto.KubernetesServerSpecV3\"\x85\x01\n\x16KubernetesServerSpecV3\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07host_id\x18\x03 \x01(\t\x12+\n\x07\x63luster\x18\x05 \x01(\x0b\x32\x1a.proto.KubernetesClusterV3J\x04\x08\x04\x10\x05J\x04\x08\x06\x10\x07\"o\n\x13KubernetesClusterV3\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08sub_kind\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12!\n\x08metadata\x18\x04 \x01(\x0b\x32\x0f.proto.MetadataJ\x04\x08\x05\x10\x06\"\xa2\x01\n\x08Metadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12+\n\x06labels\x18\x05 \x03(\x0b\x32\x1b.proto.Metadata.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x06\x10\t2\x93\x02\n\x0b\x41uthService\x12:\n\x11GenerateUserCerts\x12\x17.proto.UserCertsRequest\x1a\x0c.proto.Certs\x12K\n\x10GetClusterCACert\x12\x16.google.protobuf.Empty\x1a\x1f.proto.GetClusterCACertResponse\x12/\n\x04Ping\x12\x12.proto.PingRequest\x1a\x13.proto.PingResponse\x12J\n\rListResources\x12\x1b.proto.ListResourcesRequest\x1a\x1c.proto.ListResourcesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kubectl_teleport.proto.teleport_auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_METADATA_LABELSENTRY']._loaded_options = None
+  _globals['_METADATA_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_USERCERTSREQUEST']._serialized_start=116
   _globals['_USERCERTSREQUEST']._serialized_end=638
   _globals['_USERCERTSREQUEST_CERTUSAGE']._serialized_start=520
@@ -45,6 +47,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PINGREQUEST']._serialized_end=776
   _globals['_PINGRESPONSE']._serialized_start=778
   _globals['_PINGRESPONSE']._serialized_end=871
-  _globals['_AUTHSERVICE']._serialized_start=874
-  _globals['_AUTHSERVICE']._serialized_end=1073
+  _globals['_LISTRESOURCESREQUEST']._serialized_start=873
+  _globals['_LISTRESOURCESREQUEST']._serialized_end=977
+  _globals['_LISTRESOURCESRESPONSE']._serialized_start=979
+  _globals['_LISTRESOURCESRESPONSE']._serialized_end=1086
+  _globals['_PAGINATEDRESOURCE']._serialized_start=1088
+  _globals['_PAGINATEDRESOURCE']._serialized_end=1187
+  _globals['_KUBERNETESSERVERV3']._serialized_start=1190
+  _globals['_KUBERNETESSERVERV3']._serialized_end=1339
+  _globals['_KUBERNETESSERVERSPECV3']._serialized_start=1342
+  _globals['_KUBERNETESSERVERSPECV3']._serialized_end=1475
+  _globals['_KUBERNETESCLUSTERV3']._serialized_start=1477
+  _globals['_KUBERNETESCLUSTERV3']._serialized_end=1588
+  _globals['_METADATA']._serialized_start=1591
+  _globals['_METADATA']._serialized_end=1753
+  _globals['_METADATA_LABELSENTRY']._serialized_start=1702
+  _globals['_METADATA_LABELSENTRY']._serialized_end=1747
+  _globals['_AUTHSERVICE']._serialized_start=1756
+  _globals['_AUTHSERVICE']._serialized_end=2031
 # @@protoc_insertion_point(module_scope)

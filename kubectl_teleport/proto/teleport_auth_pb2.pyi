@@ -88,3 +88,88 @@ class PingResponse(_message.Message):
     server_version: str
     proxy_public_addr: str
     def __init__(self, cluster_name: _Optional[str] = ..., server_version: _Optional[str] = ..., proxy_public_addr: _Optional[str] = ...) -> None: ...
+
+class ListResourcesRequest(_message.Message):
+    __slots__ = ("resource_type", "namespace", "limit", "start_key")
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    START_KEY_FIELD_NUMBER: _ClassVar[int]
+    resource_type: str
+    namespace: str
+    limit: int
+    start_key: str
+    def __init__(self, resource_type: _Optional[str] = ..., namespace: _Optional[str] = ..., limit: _Optional[int] = ..., start_key: _Optional[str] = ...) -> None: ...
+
+class ListResourcesResponse(_message.Message):
+    __slots__ = ("resources", "next_key", "total_count")
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_KEY_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    resources: _containers.RepeatedCompositeFieldContainer[PaginatedResource]
+    next_key: str
+    total_count: int
+    def __init__(self, resources: _Optional[_Iterable[_Union[PaginatedResource, _Mapping]]] = ..., next_key: _Optional[str] = ..., total_count: _Optional[int] = ...) -> None: ...
+
+class PaginatedResource(_message.Message):
+    __slots__ = ("kubernetes_server",)
+    KUBERNETES_SERVER_FIELD_NUMBER: _ClassVar[int]
+    kubernetes_server: KubernetesServerV3
+    def __init__(self, kubernetes_server: _Optional[_Union[KubernetesServerV3, _Mapping]] = ...) -> None: ...
+
+class KubernetesServerV3(_message.Message):
+    __slots__ = ("kind", "sub_kind", "version", "metadata", "spec")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUB_KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    sub_kind: str
+    version: str
+    metadata: Metadata
+    spec: KubernetesServerSpecV3
+    def __init__(self, kind: _Optional[str] = ..., sub_kind: _Optional[str] = ..., version: _Optional[str] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., spec: _Optional[_Union[KubernetesServerSpecV3, _Mapping]] = ...) -> None: ...
+
+class KubernetesServerSpecV3(_message.Message):
+    __slots__ = ("version", "hostname", "host_id", "cluster")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    hostname: str
+    host_id: str
+    cluster: KubernetesClusterV3
+    def __init__(self, version: _Optional[str] = ..., hostname: _Optional[str] = ..., host_id: _Optional[str] = ..., cluster: _Optional[_Union[KubernetesClusterV3, _Mapping]] = ...) -> None: ...
+
+class KubernetesClusterV3(_message.Message):
+    __slots__ = ("kind", "sub_kind", "version", "metadata")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUB_KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    sub_kind: str
+    version: str
+    metadata: Metadata
+    def __init__(self, kind: _Optional[str] = ..., sub_kind: _Optional[str] = ..., version: _Optional[str] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
+
+class Metadata(_message.Message):
+    __slots__ = ("name", "namespace", "description", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    namespace: str
+    description: str
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., description: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
