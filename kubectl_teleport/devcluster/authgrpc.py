@@ -1,5 +1,5 @@
-"""The auth service's gRPC API with grpcio: `/proto.AuthService/GenerateUserCerts`, `/GetClusterCACert` and
-`/Ping`, registered as generic handlers over the generated messages (no generated stubs).
+"""The auth service's gRPC API with grpcio: `/proto.AuthService/GenerateUserCerts`, `/GetClusterCACert`, `/Ping`
+and `/ListResources`, registered as generic handlers over the generated messages (no generated stubs).
 
 grpcio listens on loopback in plaintext; `tlsfront.TLSFront` terminates TLS in front of it and says which
 verified client certificate each connection carries. Every call is authenticated first, as in Teleport: a
@@ -73,6 +73,9 @@ def build_server(authority: TeleportAuthority, peer_for: PeerLookup) -> tuple[gr
     def ping(_request: pb.PingRequest, context: grpc.ServicerContext) -> pb.PingResponse:
         return authority.ping(peer_for(context.peer()))
 
+    def list_resources(request: pb.ListResourcesRequest, context: grpc.ServicerContext) -> pb.ListResourcesResponse:
+        return authority.list_resources(peer_for(context.peer()), request)
+
     methods = {
         "GenerateUserCerts": grpc.unary_unary_rpc_method_handler(
             _handler("GenerateUserCerts", generate), request_deserializer=pb.UserCertsRequest.FromString,
@@ -83,6 +86,9 @@ def build_server(authority: TeleportAuthority, peer_for: PeerLookup) -> tuple[gr
         "Ping": grpc.unary_unary_rpc_method_handler(
             _handler("Ping", ping), request_deserializer=pb.PingRequest.FromString,
             response_serializer=pb.PingResponse.SerializeToString),
+        "ListResources": grpc.unary_unary_rpc_method_handler(
+            _handler("ListResources", list_resources), request_deserializer=pb.ListResourcesRequest.FromString,
+            response_serializer=pb.ListResourcesResponse.SerializeToString),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="auth-grpc"),
                          options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.so_reuseport", 0)])

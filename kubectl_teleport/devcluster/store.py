@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS bot_instances (  -- Teleport 16.2+: one per join, eac
 
 COUNTERS = ("joins", "identity_renewals", "kube_certs_issued", "rejected_requests",
             "bots_locked", "kube_unauthorized", "kube_forbidden", "generation_mismatches",
-            "impersonated_certs_issued")
+            "impersonated_certs_issued", "list_resources_pages")
 
 
 class NotInitialised(Exception):

@@ -109,6 +109,57 @@ class TeleportAuthority:
         return pb.PingResponse(cluster_name=cluster, server_version=self.profile.version,
                                proxy_public_addr=self.proxy_public_addr)
 
+    # ListResources --------------------------------------------------------------------------------------------
+
+    def list_resources(self, peer: x509.Certificate | None, req: pb.ListResourcesRequest) -> pb.ListResourcesResponse:
+        """ListResources as Teleport's `ServerWithRoles.ListResources` pages `kube_server`: the caller's roles (its
+        certificate's) filter the servers by their cluster's labels (`kubernetes_labels`); pages in name order,
+        `StartKey` inclusive, and `NextKey` = the key of the first server past the page, taken *before* checking
+        access to it (so a last page may come back empty). Other kinds that paginate have nothing here; a kind that
+        does not paginate is NotImplemented. Every version behaves alike."""
+        self.authenticate(peer)
+        if peer is None:
+            raise traceerr.access_denied("access denied: ListResources needs a client certificate")
+        ident = read_identity(peer)
+        if req.limit < 0:
+            raise traceerr.bad_parameter("negative parameter limit")
+        limit = req.limit or versions.LIST_DEFAULT_LIMIT
+        if req.resource_type not in versions.PAGINATED_KINDS:
+            raise traceerr.not_implemented(f"resource type {req.resource_type} does not support pagination")
+        with store.opened(self.state_dir) as conn:
+            cluster = store.get_setting(conn, "cluster_name") or ""
+            if ident.teleport_cluster != cluster:
+                raise traceerr.access_denied(f"access denied: {ident.username!r} is not a user of cluster {cluster}")
+            # the bot's own role (bot-NAME) is not stored: it grants impersonation only, no Kubernetes cluster
+            names = [g for g in ident.groups if not (g.startswith(BOT_PREFIX) and g == ident.username)]
+            roles = self._roles(conn, names)
+            store.bump(conn, "list_resources_pages")
+            resp = pb.ListResourcesResponse()
+            if req.resource_type != "kube_server":
+                return resp
+            for name, labels in store.list_kube_clusters(conn):  # ordered by name: the pagination key
+                if req.start_key and name < req.start_key:
+                    continue
+                if len(resp.resources) == limit:
+                    resp.next_key = name
+                    break
+                if grants_for(roles, labels) is None:
+                    continue  # access denied: skipped silently, as Teleport does
+                self._kube_server(resp.resources.add().kubernetes_server, cluster, name, labels)
+            return resp
+
+    def _kube_server(self, server: Any, teleport_cluster: str, name: str, labels: dict[str, str]) -> None:
+        """A KubernetesServerV3 for the devcluster's one Kubernetes service proxying cluster `name`."""
+        server.kind, server.version = "kube_server", "v3"
+        server.metadata.name = name
+        server.spec.version = self.profile.version
+        server.spec.hostname = "devcluster"
+        server.spec.host_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"devcluster:{teleport_cluster}"))
+        kube = server.spec.cluster
+        kube.kind, kube.version = "kube_cluster", "v3"
+        kube.metadata.name = name
+        kube.metadata.labels.update(labels)
+
     # shared pieces ----------------------------------------------------------------------------------------
 
     def _expiry(self, requested: datetime | None, default: timedelta | None) -> datetime:

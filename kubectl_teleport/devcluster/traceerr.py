@@ -1,7 +1,8 @@
 """Teleport's error kinds (gravitational/trace) and how they reach clients: gRPC status codes and HTTP statuses.
 
 The mapping follows trace's conventions: AccessDenied → PERMISSION_DENIED / 403, BadParameter →
-INVALID_ARGUMENT / 400, NotFound → NOT_FOUND / 404, LimitExceeded → RESOURCE_EXHAUSTED / 429, and a plain
+INVALID_ARGUMENT / 400, NotFound → NOT_FOUND / 404, LimitExceeded → RESOURCE_EXHAUSTED / 429, NotImplemented →
+UNIMPLEMENTED / 501, and a plain
 (unclassified) error → UNKNOWN / 500. Messages never carry a token, key or certificate.
 """
 
@@ -13,6 +14,7 @@ ACCESS_DENIED = "access_denied"
 BAD_PARAMETER = "bad_parameter"
 NOT_FOUND = "not_found"
 LIMIT_EXCEEDED = "limit_exceeded"
+NOT_IMPLEMENTED = "not_implemented"
 UNKNOWN = "unknown"  # an error trace does not classify (Go's errors.New)
 
 # kind → (gRPC status code number, HTTP status)
@@ -21,6 +23,7 @@ _CODES = {
     BAD_PARAMETER: (3, 400),
     NOT_FOUND: (5, 404),
     LIMIT_EXCEEDED: (8, 429),
+    NOT_IMPLEMENTED: (12, 501),
     UNKNOWN: (2, 500),
 }
 
@@ -58,6 +61,10 @@ def bad_parameter(message: str) -> TraceError:
 
 def not_found(message: str) -> TraceError:
     return TraceError(NOT_FOUND, message)
+
+
+def not_implemented(message: str) -> TraceError:
+    return TraceError(NOT_IMPLEMENTED, message)
 
 
 def unknown(message: str) -> TraceError:

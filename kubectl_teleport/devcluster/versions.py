@@ -28,6 +28,13 @@ SERVE_V1_WEBAPI_PREFIX = True
 # Where bot instances (and the certificate's bot instance ID, OID 1.3.9999.2.20) begin (RFD 0162: 16.2.0).
 BOT_INSTANCES_SINCE = (16, 2)
 
+# Assumption (read in lib/auth/auth_with_roles.go, v15/16-era; not re-read for 17/18): ListResources pages these
+# kinds; any other ResourceType is NotImplemented (UNIMPLEMENTED) on every version the devcluster stands in for.
+PAGINATED_KINDS = ("node", "db_server", "db_service", "app_server", "kube_server", "windows_desktop",
+                   "windows_desktop_service", "user_group", "saml_idp_service_provider")
+# Assumption (apidefaults.DefaultChunkSize, not re-read): the page size of a ListResources request with Limit 0.
+LIST_DEFAULT_LIMIT = 1000
+
 _VERSION_RE = re.compile(r"^(\d+)(?:\.(\d+)\.(\d+))?$")
 
 
