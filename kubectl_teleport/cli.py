@@ -81,9 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     kube = sub.add_parser("kube", help="Kubernetes clusters of the identity")
     kube_sub = kube.add_subparsers(dest="kube_command", metavar="SUBCOMMAND", parser_class=_Parser)
-    kube_ls = kube_sub.add_parser("ls", help="list the Kubernetes clusters set up, with their roles, users and groups")
+    kube_ls = kube_sub.add_parser("ls", help="list the Kubernetes clusters the roles grant (Teleport's ListResources), "
+                                            "marking those set up here, with their roles, users and groups")
     kube_ls.add_argument("--data-dir")
     kube_ls.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    kube_ls.add_argument("--offline", action="store_true",
+                         help="do not ask Teleport: list only the clusters set up in the data dir")
+    kube_ls.add_argument("--timeout", type=_seconds(3600), default=15.0, metavar="SECONDS",
+                         help="network deadline for asking Teleport (default 15)")
 
     init = sub.add_parser("init", help="prepare a data dir for a bot user and a reader user (like tbot init)")
     init.add_argument("--data-dir", required=True)

@@ -33,9 +33,11 @@ from . import grpc, http
 GENERATE_USER_CERTS = "/proto.AuthService/GenerateUserCerts"
 GET_CLUSTER_CA_CERT = "/proto.AuthService/GetClusterCACert"
 PING = "/proto.AuthService/Ping"
+LIST_RESOURCES = "/proto.AuthService/ListResources"
 
 # what the call was for: decides what a refusal means
 CA, RENEW, KUBE, PING_KIND = "ca", "renew", "kube", "ping"
+IMPERSONATE, LIST = "impersonate", "list"  # the identity `kube ls` lists with, and the listing
 
 LOCK_RECOVERY = ("an admin must remove the lock (`tctl get locks`, `tctl rm lock/NAME`) and issue a new join "
                  "token; then log in again")
@@ -194,6 +196,7 @@ def map_error(err: grpc.CallError, action: str, route: Route, kind: str) -> Plug
     | PERMISSION_DENIED, other, renewal or Ping; UNAUTHENTICATED | IdentityRejected (4): log in again with a new token |
     | PERMISSION_DENIED, other, kube certificate or CA | AccessDenied (5): ask an admin, check --role |
     | INVALID_ARGUMENT / NOT_FOUND, kube certificate | AccessDenied (5): check the name (`kube ls`) and --role |
+    | INVALID_ARGUMENT / NOT_FOUND, impersonation for `kube ls` | AccessDenied (5): check --role |
     | UNIMPLEMENTED | Unavailable (6): not a Teleport auth service, or too old |
     | any other status, a deadline, a transport failure | Unavailable (6): try again |
     | TLS verification (clock skew when only the validity times fail) | TrustError (7) |
@@ -223,6 +226,9 @@ def _status_error(err: grpc.GrpcError, action: str, where: str, kind: str) -> Pl
     if err.code in (3, 5) and kind == KUBE:
         return AccessDenied(f"{action} failed: {text}; check the name with `kubectl-teleport kube ls` and the "
                             "roles given with --role")
+    if err.code in (3, 5) and kind == IMPERSONATE:
+        return AccessDenied(f"{action} failed: {text}; check the roles given with --role (log in again to change "
+                            "them)")
     if err.code == 12:
         return Unavailable(f"{action} failed: {where} does not implement it ({text}); check that it is a "
                            "Teleport auth service (v15 or later)")

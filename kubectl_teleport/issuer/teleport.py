@@ -10,6 +10,8 @@ data dir: callers store what comes back (the store/ modules) and hold the identi
   identity itself (moves the generation counter: the caller records it first).
 - `kube_certificate`: `GenerateUserCerts` from the bot identity with role impersonation and the Kubernetes
   cluster: one request, a fresh key, no generation change.
+- `impersonated_identity`: `GenerateUserCerts` from the bot identity with role impersonation and no Kubernetes
+  cluster (what tbot lists resources with); no generation change.
 - `ping`: `Ping` with the bot identity, which changes nothing; `doctor` asks it whether the bot is locked.
 
 Key fields by server version: before 17 only field 1 (`public_key`, authorized_keys) is read; from 17 on the
@@ -181,6 +183,21 @@ def kube_certificate(target: AuthTarget, *, username: str, key: pki.PrivateKey, 
 
     certs = with_retries(lambda: generate_user_certs(target, build, deadline=deadline, action=action,
                                                      kind=auth.KUBE), deadline)
+    return _expect_key(certs, key, action)
+
+
+def impersonated_identity(target: AuthTarget, *, username: str, key: pki.PrivateKey, expires: datetime,
+                          roles: Sequence[str], cluster_name: str, deadline: http.Deadline) -> Certs:
+    """A short-lived identity from the bot identity impersonating `roles`, routed to the cluster, for no
+    Kubernetes cluster: what `ListResources` is asked with (one request; the generation does not move)."""
+    action = f"getting an identity for roles {', '.join(roles)}"
+
+    def build(fields: str) -> pb.UserCertsRequest:
+        return user_certs_request(username=username, expires=expires, key=key, key_fields=fields, roles=roles,
+                                  route_to_cluster=cluster_name)
+
+    certs = with_retries(lambda: generate_user_certs(target, build, deadline=deadline, action=action,
+                                                     kind=auth.IMPERSONATE), deadline)
     return _expect_key(certs, key, action)
 
 
