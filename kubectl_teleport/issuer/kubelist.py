@@ -3,8 +3,9 @@
 tbot's way: an impersonated identity from the bot identity (the configured roles, no Kubernetes cluster;
 `teleport.impersonated_identity`, which does not move the generation counter), then `ListResources` of kind
 `kube_server` with that identity on the auth route. The server keeps only the servers whose cluster the roles'
-`kubernetes_labels` allow. Pages are followed with `StartKey` = the previous `NextKey` until it is empty (a page
-may be empty while `NextKey` is not); clusters are listed once by name (several servers may proxy one cluster).
+`kubernetes_labels` allow. Pages are followed with `StartKey` = the previous `NextKey` until it is empty (the
+last page may be empty: the server takes `NextKey` before checking access to that resource); clusters are listed
+once by name (several servers may proxy one cluster).
 
 The impersonated certificate and its key go to a 0600 file in a private 0700 temporary directory, because
 `ssl.load_cert_chain` reads files; the directory is removed as soon as the listing is done.

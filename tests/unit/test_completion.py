@@ -52,7 +52,8 @@ def test_bash_completes_commands_subcommands_flags_and_choices(bash_script: str)
     assert complete_bash(bash_script, "kubectl-teleport", "lo") == ["login", "logout"]
     assert complete_bash(bash_script, "kubectl-teleport", "kube", "") == ["ls"]
     assert complete_bash(bash_script, "kubectl-teleport", "--ver") == ["--version"]
-    assert complete_bash(bash_script, "kubectl-teleport", "kube", "ls", "--") == ["--help", "--data-dir", "--output"]
+    assert complete_bash(bash_script, "kubectl-teleport", "kube", "ls", "--") == ["--help", "--data-dir", "--output",
+                                                                             "--offline", "--timeout"]
     login = complete_bash(bash_script, "kubectl-teleport", "login", "--")
     assert {"--proxy", "--token", "--ca-pin", "--kube-cluster", "--kubeconfig", "--merge", "--ttl"} <= set(login)
     assert complete_bash(bash_script, "kubectl-teleport", "status", "-o", "") == ["text", "json"]

@@ -502,3 +502,85 @@ def test_serving_cert_for_auth_has_only_the_api_domain(state: Path) -> None:
     assert sans.get_values_for_type(x509.DNSName) == ["teleport.cluster.local", "*.teleport.cluster.local"]
     assert sans.get_values_for_type(x509.IPAddress) == []
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "auth"
+
+
+# --- ListResources -----------------------------------------------------------------------------------------
+
+
+def _impersonated(auth: TeleportAuthority, state: Path, clock: Clock, roles: tuple[str, ...] = (ROLE,),
+                  bot: str = "robot") -> x509.Certificate:
+    """An identity impersonating `roles` with no Kubernetes cluster: what `kube ls` lists with."""
+    gen1 = cert_of(join(auth, token(state, clock, bot, roles)))
+    return cert_of(auth.generate_user_certs(gen1, request(auth, username=f"bot-{bot}", role_requests=list(roles),
+                                                          use_role_requests=True, route_to_cluster="devcluster")))
+
+
+def _add_clusters(state: Path, clusters: dict[str, dict[str, str]]) -> None:
+    with store.opened(state) as conn:
+        for name, labels in clusters.items():
+            store.put_kube_cluster(conn, name, labels)
+
+
+def _names(resp: pb.ListResourcesResponse) -> list[str]:
+    return [r.kubernetes_server.spec.cluster.metadata.name for r in resp.resources]
+
+
+@pytest.mark.parametrize(("version", "suite"), MODES)
+def test_list_resources_shows_only_what_the_roles_grant(state: Path, clock: Clock, version: str,
+                                                        suite: str) -> None:
+    auth = authority(state, clock, version, suite)
+    _add_clusters(state, {"dev-b": {"env": "dev", "team": "x"}, "prod-a": {"env": "prod"}})
+    prod = _impersonated(auth, state, clock, ("prod-only",))
+    resp = auth.list_resources(prod, pb.ListResourcesRequest(resource_type="kube_server"))
+    assert _names(resp) == ["prod-a"] and resp.next_key == ""
+    server = resp.resources[0].kubernetes_server
+    assert (server.kind, server.metadata.name, server.spec.version) == ("kube_server", "prod-a", auth.profile.version)
+    assert dict(server.spec.cluster.metadata.labels) == {"env": "prod"}
+    generation = bot_row(state)["generation"]
+    # the bot identity itself (role bot-robot) is granted no cluster; listing changes no generation
+    bot_ident = cert_of(join(auth, token(state, clock, "other")))
+    assert _names(auth.list_resources(bot_ident, pb.ListResourcesRequest(resource_type="kube_server"))) == []
+    assert bot_row(state)["generation"] == generation
+
+
+def test_list_resources_pages_like_teleport(state: Path, clock: Clock) -> None:
+    auth = authority(state, clock)
+    _add_clusters(state, {"aa-prod": {"env": "prod"}, "bb-prod": {"env": "prod"}}
+                  | {f"dev-{i:02d}": {"env": "dev"} for i in range(4)})
+    prod = _impersonated(auth, state, clock, ("prod-only",), "p")
+    wild = _impersonated(auth, state, clock)  # '*': '*' grants every cluster
+
+    def page(ident: x509.Certificate, limit: int, start: str = "") -> tuple[list[str], str]:
+        resp = auth.list_resources(ident, pb.ListResourcesRequest(resource_type="kube_server", limit=limit,
+                                                                  start_key=start))
+        return _names(resp), resp.next_key
+
+    assert page(wild, 3) == (["aa-prod", "bb-prod", "dev-00"], "dev-01")  # StartKey is inclusive
+    assert page(wild, 3, "dev-01") == (["dev-01", "dev-02", "dev-03"], DEMO_CLUSTER)
+    assert page(wild, 3, DEMO_CLUSTER) == ([DEMO_CLUSTER], "")
+    # NextKey is the first server past a full page, taken before access is checked: the last page may be empty
+    assert page(prod, 2) == (["aa-prod", "bb-prod"], "dev-00")
+    assert page(prod, 2, "dev-00") == ([], "")
+    assert page(wild, 0)[0] == ["aa-prod", "bb-prod", "dev-00", "dev-01", "dev-02", "dev-03", DEMO_CLUSTER]
+    denied(traceerr.BAD_PARAMETER, auth.list_resources, wild, pb.ListResourcesRequest(resource_type="kube_server",
+                                                                                       limit=-1))
+    assert counters(state)["list_resources_pages"] == 6
+
+
+@pytest.mark.parametrize(("version", "suite"), MODES)
+def test_list_resources_refuses_what_teleport_refuses(state: Path, clock: Clock, version: str, suite: str) -> None:
+    auth = authority(state, clock, version, suite)
+    ident = _impersonated(auth, state, clock)
+    err = denied(traceerr.NOT_IMPLEMENTED, auth.list_resources, ident, pb.ListResourcesRequest(resource_type="role"))
+    assert err.grpc_code == 12 and err.message == "resource type role does not support pagination"
+    assert _names(auth.list_resources(ident, pb.ListResourcesRequest(resource_type="node"))) == []
+    denied(traceerr.ACCESS_DENIED, auth.list_resources, None, pb.ListResourcesRequest(resource_type="kube_server"))
+    _lock(state, "robot")
+    err = denied(traceerr.ACCESS_DENIED, auth.list_resources, ident,
+                 pb.ListResourcesRequest(resource_type="kube_server"))
+    assert "lock targeting" in err.message
+
+
+def _lock(state: Path, bot: str) -> None:
+    with store.opened(state) as conn:
+        store.set_lock(conn, bot, True, "test", 0)

@@ -81,7 +81,21 @@ def test_service_method_paths() -> None:
         "/proto.AuthService/GenerateUserCerts": ("proto.UserCertsRequest", "proto.Certs"),
         "/proto.AuthService/GetClusterCACert": ("google.protobuf.Empty", "proto.GetClusterCACertResponse"),
         "/proto.AuthService/Ping": ("proto.PingRequest", "proto.PingResponse"),
+        "/proto.AuthService/ListResources": ("proto.ListResourcesRequest", "proto.ListResourcesResponse"),
     }
+
+
+def test_list_resources_field_numbers_match_the_wire_facts() -> None:
+    def numbers(message: object) -> dict[str, int]:
+        return {fd.name: fd.number for fd in message.DESCRIPTOR.fields}  # type: ignore[attr-defined]
+
+    assert numbers(pb.ListResourcesRequest) == {"resource_type": 1, "namespace": 2, "limit": 3, "start_key": 4}
+    assert numbers(pb.ListResourcesResponse) == {"resources": 1, "next_key": 2, "total_count": 3}
+    assert numbers(pb.PaginatedResource) == {"kubernetes_server": 7}
+    assert numbers(pb.KubernetesServerV3) == {"kind": 1, "sub_kind": 2, "version": 3, "metadata": 4, "spec": 5}
+    assert numbers(pb.KubernetesServerSpecV3) == {"version": 1, "hostname": 2, "host_id": 3, "cluster": 5}
+    assert numbers(pb.KubernetesClusterV3) == {"kind": 1, "sub_kind": 2, "version": 3, "metadata": 4}
+    assert numbers(pb.Metadata) == {"name": 1, "namespace": 2, "description": 3, "labels": 5}
 
 
 def kube_cert_request() -> pb.UserCertsRequest:
