@@ -42,9 +42,10 @@ def test_kube_ls_shows_each_cluster_with_what_teleport_put_in_its_certificate(de
     assert lines[0].startswith(f"Teleport cluster {devcluster.cluster_name} ") and "generation 1" in lines[0]
     assert "version 17." in lines[0] and "bot devbot" in lines[0]
     rows = [line.split() for line in lines[1:4]]
-    assert rows[0] == ["NAME", "ROLES", "USERS", "GROUPS", "CERTIFICATE", "VALID", "UNTIL"]
-    assert sorted(r[:4] for r in rows[1:]) == [[KUBE_CLUSTER, "dev-only", "alice", "example"],
-                                               [SECOND, "dev-only", "alice", "example"]]
+    assert rows[0] == ["NAME", "LABELS", "SET", "UP", "ROLES", "USERS", "GROUPS", "CERTIFICATE", "VALID", "UNTIL"]
+    assert sorted(r[:6] for r in rows[1:]) == [[KUBE_CLUSTER, "env=dev", "yes", "dev-only", "alice", "example"],
+                                               [SECOND, "env=dev", "yes", "dev-only", "alice", "example"]]
+    assert "prod-cluster" not in text.stdout  # set up nowhere and not granted: Teleport does not list it
     report = json.loads(plugin("kube", "ls", "--data-dir", str(data), "-o", "json").stdout)
     assert {c["name"] for c in report["clusters"]} == {KUBE_CLUSTER, SECOND}
     assert report["teleport"]["roles"] == ["dev-only"] and report["teleport"]["bot_instance_id"]
