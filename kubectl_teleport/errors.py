@@ -19,7 +19,7 @@ INTERNAL = 1  # a bug: please report it (KUBECTL_TELEPORT_DEBUG=1 shows the trac
 USAGE = 2  # bad flags, values or durations
 NOT_LOGGED_IN = 3  # no identity or a damaged one in the data dir: run `kubectl-teleport login`
 IDENTITY_REJECTED = 4  # identity expired or locked, token invalid/expired/used: log in again with a new token
-ACCESS_DENIED = 5  # the bot's roles do not grant the Kubernetes cluster or user, or the cluster is unknown
+ACCESS_DENIED = 5  # roles do not grant the Kubernetes cluster or user, unknown cluster, a role not impersonable
 UNAVAILABLE = 6  # the issuer could not be reached or answered badly; bounded by the network deadline
 TRUST = 7  # CA pin mismatch, a TLS certificate that does not chain to the cluster CA, or clock skew
 LOCK_TIMEOUT = 8  # another process held the identity's lock for too long
