@@ -17,7 +17,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .. import clock, pki
@@ -109,7 +109,7 @@ def granted_clusters(dd: DataDir, cfg: Config, deadline: http.Deadline) -> list[
         raise NotLoggedIn(f"{dd.config_path} names no roles to impersonate: log in again with --role NAME")
     ident = identity.load(dd)
     key = pki.key_for_suite(cfg.suite)
-    server_now = renewal._utc(clock.now() - ident.skew)  # expiries are absolute, on the server's clock
+    server_now = datetime.fromtimestamp(clock.now() - ident.skew, timezone.utc)  # absolute, on the server's clock
     expires = min(server_now + LIST_IDENTITY_TTL, pki.not_after(ident.cert))
     target = renewal.auth_target(dd, cfg)
     certs = teleport.impersonated_identity(target, username=ident.username, key=key, expires=expires,
