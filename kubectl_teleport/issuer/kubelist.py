@@ -7,15 +7,18 @@ tbot's way: an impersonated identity from the bot identity (the configured roles
 last page may be empty: the server takes `NextKey` before checking access to that resource); clusters are listed
 once by name (several servers may proxy one cluster).
 
-The impersonated certificate and its key go to a 0600 file in a private 0700 temporary directory, because
-`ssl.load_cert_chain` reads files; the directory is removed as soon as the listing is done.
+`ssl.load_cert_chain` reads files, so the impersonated certificate and its key go to an anonymous memory file
+(`memfd_create`, Linux: never on a disk, gone with the process whatever kills it) named by `/proc/self/fd/N`;
+where there is none (macOS), to a 0600 file in a private 0700 temporary directory removed as soon as the
+listing is done.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -114,9 +117,29 @@ def granted_clusters(dd: DataDir, cfg: Config, deadline: http.Deadline) -> list[
     target = renewal.auth_target(dd, cfg)
     certs = teleport.impersonated_identity(target, username=ident.username, key=key, expires=expires,
                                            roles=cfg.roles, cluster_name=cfg.cluster_name, deadline=deadline)
+    with key_file(certs.tls + pki.private_key_pem(key)) as path:
+        return list_kube_clusters(target.route, cfg.ca_pems, path, deadline)
+
+
+@contextmanager
+def key_file(pem: str) -> Iterator[Path]:
+    """A path `ssl.load_cert_chain` can read `pem` (a certificate and its key) from, for the `with` block: an
+    anonymous memory file where the platform has them (nothing on a disk, nothing left if the process is
+    killed), else a 0600 file in a private 0700 temporary directory, removed at the end."""
+    data = pem.encode()
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create("kubectl-teleport-identity", os.MFD_CLOEXEC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            yield Path(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
     with tempfile.TemporaryDirectory(prefix="kubectl-teleport-ls-") as tmp:  # mode 0700
         path = Path(tmp) / "identity.pem"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(certs.tls + pki.private_key_pem(key))
-        return list_kube_clusters(target.route, cfg.ca_pems, path, deadline)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        yield path

@@ -94,3 +94,51 @@ def test_what_a_failure_means_for_kube_ls() -> None:
     assert isinstance(busy, errors.Unavailable) and _unreachable(busy)
     absent = auth.map_error(grpc.GrpcError(12, "UNIMPLEMENTED", "unknown method"), "listing", route, auth.LIST)
     assert isinstance(absent, errors.Unavailable) and not _unreachable(absent)  # an answer: an error, exit 6
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "memfd_create"), reason="memfd_create is Linux-only")
+def test_the_impersonated_key_never_touches_a_disk_on_linux(monkeypatch, tmp_path) -> None:
+    import os
+    import ssl
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", lambda **kw: pytest.fail("a file on disk"))
+    pem = _self_signed()
+    with kubelist.key_file(pem) as path:
+        assert str(path).startswith("/proc/self/fd/") and path.read_text() == pem
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(str(path))  # what the listing's TLS does
+        fd = int(path.name)
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed: the memory is gone with it
+
+
+def test_without_memfd_a_private_temp_file_is_removed_afterwards(monkeypatch) -> None:
+    import os
+    import ssl
+    import stat
+
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    pem = _self_signed()
+    with kubelist.key_file(pem) as path:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(str(path))
+    assert not path.exists() and not path.parent.exists()
+
+
+def _self_signed() -> str:
+    """A certificate and its key in one PEM, as the listing writes them."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bot")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(minutes=5))
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM).decode() + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())
