@@ -173,3 +173,61 @@ class Metadata(_message.Message):
     description: str
     labels: _containers.ScalarMap[str, str]
     def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., description: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GetRoleRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RoleV6(_message.Message):
+    __slots__ = ("kind", "sub_kind", "version", "metadata", "spec")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUB_KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    sub_kind: str
+    version: str
+    metadata: Metadata
+    spec: RoleSpecV6
+    def __init__(self, kind: _Optional[str] = ..., sub_kind: _Optional[str] = ..., version: _Optional[str] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., spec: _Optional[_Union[RoleSpecV6, _Mapping]] = ...) -> None: ...
+
+class RoleSpecV6(_message.Message):
+    __slots__ = ("allow", "deny")
+    ALLOW_FIELD_NUMBER: _ClassVar[int]
+    DENY_FIELD_NUMBER: _ClassVar[int]
+    allow: RoleConditions
+    deny: RoleConditions
+    def __init__(self, allow: _Optional[_Union[RoleConditions, _Mapping]] = ..., deny: _Optional[_Union[RoleConditions, _Mapping]] = ...) -> None: ...
+
+class RoleConditions(_message.Message):
+    __slots__ = ("rules", "impersonate")
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    IMPERSONATE_FIELD_NUMBER: _ClassVar[int]
+    rules: _containers.RepeatedCompositeFieldContainer[Rule]
+    impersonate: ImpersonateConditions
+    def __init__(self, rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., impersonate: _Optional[_Union[ImpersonateConditions, _Mapping]] = ...) -> None: ...
+
+class Rule(_message.Message):
+    __slots__ = ("resources", "verbs", "where", "actions")
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    VERBS_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    resources: _containers.RepeatedScalarFieldContainer[str]
+    verbs: _containers.RepeatedScalarFieldContainer[str]
+    where: str
+    actions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, resources: _Optional[_Iterable[str]] = ..., verbs: _Optional[_Iterable[str]] = ..., where: _Optional[str] = ..., actions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ImpersonateConditions(_message.Message):
+    __slots__ = ("users", "roles", "where")
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedScalarFieldContainer[str]
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    where: str
+    def __init__(self, users: _Optional[_Iterable[str]] = ..., roles: _Optional[_Iterable[str]] = ..., where: _Optional[str] = ...) -> None: ...
