@@ -1,5 +1,5 @@
-"""The auth service's gRPC API with grpcio: `/proto.AuthService/GenerateUserCerts`, `/GetClusterCACert`, `/Ping`
-and `/ListResources`, registered as generic handlers over the generated messages (no generated stubs).
+"""The auth service's gRPC API with grpcio: `/proto.AuthService/GenerateUserCerts`, `/GetClusterCACert`, `/Ping`,
+`/ListResources` and `/GetRole`, registered as generic handlers over the generated messages (no generated stubs).
 
 grpcio listens on loopback in plaintext; `tlsfront.TLSFront` terminates TLS in front of it and says which
 verified client certificate each connection carries. Every call is authenticated first, as in Teleport: a
@@ -76,6 +76,9 @@ def build_server(authority: TeleportAuthority, peer_for: PeerLookup) -> tuple[gr
     def list_resources(request: pb.ListResourcesRequest, context: grpc.ServicerContext) -> pb.ListResourcesResponse:
         return authority.list_resources(peer_for(context.peer()), request)
 
+    def get_role(request: pb.GetRoleRequest, context: grpc.ServicerContext) -> pb.RoleV6:
+        return authority.get_role(peer_for(context.peer()), request)
+
     methods = {
         "GenerateUserCerts": grpc.unary_unary_rpc_method_handler(
             _handler("GenerateUserCerts", generate), request_deserializer=pb.UserCertsRequest.FromString,
@@ -89,6 +92,9 @@ def build_server(authority: TeleportAuthority, peer_for: PeerLookup) -> tuple[gr
         "ListResources": grpc.unary_unary_rpc_method_handler(
             _handler("ListResources", list_resources), request_deserializer=pb.ListResourcesRequest.FromString,
             response_serializer=pb.ListResourcesResponse.SerializeToString),
+        "GetRole": grpc.unary_unary_rpc_method_handler(
+            _handler("GetRole", get_role), request_deserializer=pb.GetRoleRequest.FromString,
+            response_serializer=pb.RoleV6.SerializeToString),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="auth-grpc"),
                          options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.so_reuseport", 0)])

@@ -34,12 +34,11 @@ class Authority:
     def add_bot(self, name: str, roles: list[str], token_ttl: int = DEFAULT_TOKEN_TTL) -> tuple[str, datetime]:
         """Create (or update) a bot and a one-time join token; returns the token and its expiry.
 
-        ValueError for a bad name or TTL, LookupError naming roles that do not exist.
+        ValueError for a bad name or TTL, LookupError naming roles that do not exist. A bot without roles is
+        allowed, as `tctl bots add` allows it: its role may impersonate nothing until it is given roles.
         """
         if not NAME_RE.match(name):
             raise ValueError(f"invalid bot name {name!r}: use letters, digits, '.', '_', '-' or '@'")
-        if not roles:
-            raise ValueError("a bot needs at least one role (--roles)")
         if token_ttl <= 0:
             raise ValueError("the token TTL must be positive")
         token = secrets.token_hex(16)

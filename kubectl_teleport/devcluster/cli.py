@@ -196,9 +196,13 @@ def cmd_bots_add(args: argparse.Namespace) -> int:
                           "teleport_login_command": login}, indent=2))
         return OK
     minutes = max(1, round(ttl / 60))
+    if not roles:  # as `tctl bots add` without --roles warns
+        print("Warning: no roles specified: the bot cannot issue Kubernetes certificates until it may impersonate "
+              "a role (bots add again with --roles).", file=sys.stderr)
     print(f"The bot token: {token}\nThis token will expire in {minutes} minute{'s' * (minutes != 1)} "
           f"({rfc3339(expires)}); it can be used once.\n\nCA pin: {pin}\n\n"
-          f"Run this on the machine that runs kubectl (it impersonates the roles {', '.join(roles)}):\n\n{login}")
+          f"Run this on the machine that runs kubectl (it impersonates the roles {', '.join(roles) or 'none'}):"
+          f"\n\n{login}")
     return OK
 
 
@@ -425,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = command("add", cmd_bots_add, "add a bot (or re-issue a token) and print its one-time join token", bots,
                 fmt=True)
     c.add_argument("name")
-    c.add_argument("--roles", required=True, metavar="R1[,R2]", help="roles of the bot")
+    c.add_argument("--roles", default="", metavar="R1[,R2]",
+                   help="the roles the bot may impersonate (none: it can issue nothing until it gets some)")
     c.add_argument("--token-ttl", default="1h", metavar="DURATION", help="token lifetime (default 1h)")
     command("ls", cmd_bots_ls, "list bots", bots, fmt=True)
     c = command("instances", cmd_bots_instances, "list bot instances (Teleport 16.2+: one per join, each with "

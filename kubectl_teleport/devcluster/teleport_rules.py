@@ -109,6 +109,38 @@ class TeleportAuthority:
         return pb.PingResponse(cluster_name=cluster, server_version=self.profile.version,
                                proxy_public_addr=self.proxy_public_addr)
 
+    # GetRole ----------------------------------------------------------------------------------------------------
+
+    def get_role(self, peer: x509.Certificate | None, req: pb.GetRoleRequest) -> pb.RoleV6:
+        """GetRole as Teleport's `ServerWithRoles.GetRole`: a caller may read the roles it holds (its certificate's
+        roles: a bot identity holds `bot-NAME`, an impersonated one the roles it impersonates); any other role
+        needs `read` on `role`, which no role here grants (the bot role's only rule is `readnosecrets` on
+        `cert_authority`): AccessDenied, checked before the role is looked up. A held role that does not exist is
+        NotFound. The bot role is built as Teleport builds it at `bots add`; every version behaves alike."""
+        self.authenticate(peer)
+        if peer is None:
+            raise traceerr.access_denied(f'access denied to perform action "{VERB_READ}" on "{KIND_ROLE}"')
+        ident = read_identity(peer)
+        name = req.name
+        with store.opened(self.state_dir) as conn:
+            cluster = store.get_setting(conn, "cluster_name") or ""
+            if ident.teleport_cluster != cluster:
+                raise traceerr.access_denied(f"access denied: {ident.username!r} is not a user of cluster {cluster}")
+            if not name:
+                raise traceerr.bad_parameter("missing role name")
+            if name not in ident.groups:
+                store.bump(conn, "rejected_requests")
+                raise traceerr.access_denied(f'access denied to perform action "{VERB_READ}" on "{KIND_ROLE}"')
+            if name.startswith(BOT_PREFIX):
+                bot = store.get_bot(conn, name[len(BOT_PREFIX):])
+                if bot is not None:
+                    return bot_role(bot["name"], json.loads(bot["roles"]))
+            if store.get_roles(conn, [name]):
+                role = pb.RoleV6(kind=KIND_ROLE, version=versions.ROLE_VERSION)
+                role.metadata.name, role.metadata.namespace = name, "default"
+                return role
+            raise traceerr.not_found(f"role {name} is not found")
+
     # ListResources --------------------------------------------------------------------------------------------
 
     def list_resources(self, peer: x509.Certificate | None, req: pb.ListResourcesRequest) -> pb.ListResourcesResponse:
@@ -438,6 +470,24 @@ class _CommitThen(Exception):
     def __init__(self, error: traceerr.TraceError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+KIND_ROLE = "role"
+VERB_READ = "read"
+BOT_LABEL = "teleport.internal/bot"  # types.BotLabel
+
+
+def bot_role(bot: str, roles: list[str]) -> pb.RoleV6:
+    """The role `bots add` makes for a bot, as Teleport's bot service builds it (`botToUserAndRole`): `bot-NAME`,
+    labelled with the bot's name, allowing `readnosecrets` on `cert_authority` (to watch CA rotations) and the
+    impersonation of the bot's roles. (Its `max_session_ttl` of 12 h lives in the options, not encoded here.)"""
+    role = pb.RoleV6(kind=KIND_ROLE, version=versions.ROLE_VERSION)
+    role.metadata.name, role.metadata.namespace = BOT_PREFIX + bot, "default"
+    role.metadata.description = f"Automatically generated role for bot {bot}"
+    role.metadata.labels[BOT_LABEL] = bot
+    role.spec.allow.rules.add(resources=["cert_authority"], verbs=["readnosecrets"])
+    role.spec.allow.impersonate.roles.extend(roles)
+    return role
 
 
 def pki_time(t: datetime) -> str:

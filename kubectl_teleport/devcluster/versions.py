@@ -101,3 +101,6 @@ def make_profile(version: str | None = None, suite: str | None = None, tls_routi
                                "2048 keys, like legacy); drop --suite or use --suite legacy")
         suite = "legacy"
     return Profile(full, suite or DEFAULT_SUITE, tls_routing)
+
+# The version GetRole reports for roles: Teleport's types.DefaultRoleVersion (v7 since 14, not re-read for 16-18).
+ROLE_VERSION = "v7"

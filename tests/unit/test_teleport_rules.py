@@ -584,3 +584,48 @@ def test_list_resources_refuses_what_teleport_refuses(state: Path, clock: Clock,
 def _lock(state: Path, bot: str) -> None:
     with store.opened(state) as conn:
         store.set_lock(conn, bot, True, "test", 0)
+
+
+# --- GetRole ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("version", "suite"), MODES)
+def test_a_bot_reads_its_own_role_as_teleport_builds_it(state: Path, clock: Clock, version: str,
+                                                        suite: str) -> None:
+    auth = authority(state, clock, version, suite)
+    bot = cert_of(join(auth, token(state, clock, roles=(ROLE, "prod-only"))))
+    role = auth.get_role(bot, pb.GetRoleRequest(name="bot-robot"))
+    assert (role.kind, role.version, role.metadata.name) == ("role", "v7", "bot-robot")
+    assert dict(role.metadata.labels) == {"teleport.internal/bot": "robot"}
+    assert list(role.spec.allow.impersonate.roles) == [ROLE, "prod-only"]
+    assert [(list(r.resources), list(r.verbs)) for r in role.spec.allow.rules] == \
+        [(["cert_authority"], ["readnosecrets"])]
+    assert not role.spec.deny.impersonate.roles
+    generation = bot_row(state)["generation"]
+    # a bot re-added without roles: its role allows no impersonation (what login without --role reports)
+    Authority(state, now=clock).add_bot("robot", [], 3600)
+    assert list(auth.get_role(bot, pb.GetRoleRequest(name="bot-robot")).spec.allow.impersonate.roles) == []
+    assert bot_row(state)["generation"] == generation  # reading changes nothing
+
+
+@pytest.mark.parametrize(("version", "suite"), MODES)
+def test_get_role_refuses_what_teleport_refuses(state: Path, clock: Clock, version: str, suite: str) -> None:
+    auth = authority(state, clock, version, suite)
+    bot = cert_of(join(auth, token(state, clock)))
+    cert_of(join(auth, token(state, clock, "other")))
+    # only the roles the caller holds: another bot's role, or a role it may impersonate, needs `read` on `role`
+    for name in ("bot-other", ROLE, "no-such-role"):
+        err = denied(traceerr.ACCESS_DENIED, auth.get_role, bot, pb.GetRoleRequest(name=name))
+        assert err.message == 'access denied to perform action "read" on "role"' and err.grpc_code == 7
+    denied(traceerr.ACCESS_DENIED, auth.get_role, None, pb.GetRoleRequest(name="bot-robot"))
+    denied(traceerr.BAD_PARAMETER, auth.get_role, bot, pb.GetRoleRequest(name=""))
+    # an impersonated identity holds its roles: it reads them; one deleted since is NotFound in Teleport's words
+    prod = _impersonated(auth, state, clock, ("prod-only",), "p")
+    assert auth.get_role(prod, pb.GetRoleRequest(name="prod-only")).metadata.name == "prod-only"
+    with store.opened(state) as conn:
+        store.delete_role(conn, "prod-only")
+    err = denied(traceerr.NOT_FOUND, auth.get_role, prod, pb.GetRoleRequest(name="prod-only"))
+    assert err.message == "role prod-only is not found" and err.grpc_code == 5
+    _lock(state, "robot")
+    assert "lock targeting" in denied(traceerr.ACCESS_DENIED, auth.get_role, bot,
+                                      pb.GetRoleRequest(name="bot-robot")).message
