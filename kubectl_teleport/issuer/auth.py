@@ -34,10 +34,12 @@ GENERATE_USER_CERTS = "/proto.AuthService/GenerateUserCerts"
 GET_CLUSTER_CA_CERT = "/proto.AuthService/GetClusterCACert"
 PING = "/proto.AuthService/Ping"
 LIST_RESOURCES = "/proto.AuthService/ListResources"
+GET_ROLE = "/proto.AuthService/GetRole"
 
 # what the call was for: decides what a refusal means
 CA, RENEW, KUBE, PING_KIND = "ca", "renew", "kube", "ping"
 IMPERSONATE, LIST = "impersonate", "list"  # the identity `kube ls` lists with, and the listing
+ROLE = "role"  # GetRole of the bot's own role: its default roles to impersonate
 
 LOCK_RECOVERY = ("an admin must remove the lock (`tctl get locks`, `tctl rm lock/NAME`) and issue a new join "
                  "token; then log in again")
@@ -197,6 +199,7 @@ def map_error(err: grpc.CallError, action: str, route: Route, kind: str) -> Plug
     | PERMISSION_DENIED, other, kube certificate or CA | AccessDenied (5): ask an admin, check --role |
     | INVALID_ARGUMENT / NOT_FOUND, kube certificate | AccessDenied (5): check the name (`kube ls`) and --role |
     | INVALID_ARGUMENT / NOT_FOUND, impersonation for `kube ls` | AccessDenied (5): check --role |
+    | PERMISSION_DENIED (no lock), INVALID_ARGUMENT / NOT_FOUND, GetRole | AccessDenied (5): login adds the fix |
     | UNIMPLEMENTED | Unavailable (6): not a Teleport auth service, or too old |
     | any other status, a deadline, a transport failure | Unavailable (6): try again |
     | TLS verification (clock skew when only the validity times fail) | TrustError (7) |
@@ -217,6 +220,8 @@ def _status_error(err: grpc.GrpcError, action: str, where: str, kind: str) -> Pl
         reason = ("the identity was renewed from another copy (generation mismatch) and Teleport locked the bot"
                   if "generation" in low else "the bot is locked")
         return IdentityRejected(f"{action} failed: {reason} ({_clip(text, 120)}); {LOCK_RECOVERY}")
+    if err.code in (3, 5, 7) and kind == ROLE:
+        return AccessDenied(f"{action} failed: {text}")
     if err.code == 16 or (err.code == 7 and kind in (RENEW, PING_KIND)):
         return IdentityRejected(f"{action} failed: {where} refused the bot identity ({text}); log in again with "
                                 "a new join token")

@@ -13,6 +13,9 @@ data dir: callers store what comes back (the store/ modules) and hold the identi
 - `impersonated_identity`: `GenerateUserCerts` from the bot identity with role impersonation and no Kubernetes
   cluster (what tbot lists resources with); no generation change.
 - `ping`: `Ping` with the bot identity, which changes nothing; `doctor` asks it whether the bot is locked.
+- `get_role` / `default_roles`: `GetRole` of the bot's own role (`bot-<name>`, the identity's CN) with the bot
+  identity, and its `allow.impersonate.roles`: the roles to impersonate when none are given (tbot's
+  `fetchDefaultRoles`). Teleport lets any user read the roles it holds.
 
 Key fields by server version: before 17 only field 1 (`public_key`, authorized_keys) is read; from 17 on the
 same key goes as fields 22 (`ssh_public_key`) and 23 (`tls_public_key`, PEM). A server that answers UNKNOWN
@@ -235,6 +238,34 @@ def ping(target: AuthTarget, deadline: http.Deadline) -> pb.PingResponse:
         return pb.PingResponse.FromString(raw)
     except Exception:
         raise Unavailable(f"{action} failed: the answer is not a PingResponse") from None
+
+
+def get_role(target: AuthTarget, name: str, deadline: http.Deadline) -> pb.RoleV6:
+    """`GetRole` as the bot (read-only, so retried after a transient failure); AccessDenied (exit 5) when the
+    server refuses it or knows no such role, IdentityRejected (exit 4) for a locked bot."""
+    action = f"reading role {name!r} (GetRole) from {target.route.via}"
+    ctx = auth.auth_context(target.host_ca_pems, target.identity_file)
+    raw = with_retries(lambda: auth.call(target.route, auth.GET_ROLE,
+                                         pb.GetRoleRequest(name=name).SerializeToString(), ctx=ctx,
+                                         deadline=deadline, action=action, kind=auth.ROLE), deadline)
+    try:
+        return pb.RoleV6.FromString(raw)
+    except Exception:
+        raise Unavailable(f"{action} failed: the answer is not a role (RoleV6)") from None
+
+
+def impersonable_roles(role: pb.RoleV6) -> list[str]:
+    """A role's `allow.impersonate.roles`, in order, without duplicates or empty names."""
+    seen: list[str] = []
+    for name in role.spec.allow.impersonate.roles:
+        if name and name not in seen:
+            seen.append(name)
+    return seen
+
+
+def default_roles(target: AuthTarget, bot_role: str, deadline: http.Deadline) -> list[str]:
+    """The roles the bot role may impersonate: what Kubernetes certificates ask for when no --role is given."""
+    return impersonable_roles(get_role(target, bot_role, deadline))
 
 
 def check_pins(route: Route, cas: Sequence[str], pins: Sequence[str]) -> None:

@@ -268,6 +268,11 @@ ROUTE = auth.route_via_proxy("127.0.0.1:9", CLUSTER)
     (2, "panic", auth.RENEW, errors.Unavailable, "UNKNOWN", True),
     (13, "internal", auth.KUBE, errors.Unavailable, "INTERNAL", True),
     (8, "rate limited", auth.RENEW, errors.Unavailable, "RESOURCE_EXHAUSTED", False),
+    (7, 'access denied to perform action "read" on "role"', auth.ROLE, errors.AccessDenied,
+     'doing it failed: access denied to perform action "read" on "role"$', False),
+    (5, "role bot-robot is not found", auth.ROLE, errors.AccessDenied, "is not found$", False),
+    (7, 'lock targeting User:"bot-robot" is in force', auth.ROLE, errors.IdentityRejected, "bot is locked", False),
+    (12, "unknown method GetRole", auth.ROLE, errors.Unavailable, "v15 or later", False),
 ])
 def test_status_table(code: int, message: str, kind: str, error: type, words: str, ambiguous: bool) -> None:
     err = auth.map_error(grpc.GrpcError(code, grpc.GRPC_STATUS_NAMES[code], message), "doing it", ROUTE, kind)

@@ -82,7 +82,48 @@ def test_service_method_paths() -> None:
         "/proto.AuthService/GetClusterCACert": ("google.protobuf.Empty", "proto.GetClusterCACertResponse"),
         "/proto.AuthService/Ping": ("proto.PingRequest", "proto.PingResponse"),
         "/proto.AuthService/ListResources": ("proto.ListResourcesRequest", "proto.ListResourcesResponse"),
+        "/proto.AuthService/GetRole": ("proto.GetRoleRequest", "proto.RoleV6"),
     }
+
+
+def test_get_role_field_numbers_match_the_wire_facts() -> None:
+    def numbers(message: object) -> dict[str, int]:
+        return {fd.name: fd.number for fd in message.DESCRIPTOR.fields}  # type: ignore[attr-defined]
+
+    assert numbers(pb.GetRoleRequest) == {"name": 1}
+    assert numbers(pb.RoleV6) == {"kind": 1, "sub_kind": 2, "version": 3, "metadata": 4, "spec": 5}
+    assert numbers(pb.RoleSpecV6) == {"allow": 2, "deny": 3}
+    assert numbers(pb.RoleConditions) == {"rules": 4, "impersonate": 14}
+    assert numbers(pb.ImpersonateConditions) == {"users": 1, "roles": 2, "where": 3}
+    assert numbers(pb.Rule) == {"resources": 1, "verbs": 2, "where": 3, "actions": 4}
+
+
+def test_get_role_request_bytes() -> None:
+    assert pb.GetRoleRequest(name="bot-ci").SerializeToString() == ld(1, b"bot-ci")
+
+
+def test_a_bot_role_encoded_by_teleports_numbers_decodes_to_its_impersonable_roles() -> None:
+    """A RoleV6 as Teleport would send it, hand-encoded with fields we do not declare (options, logins,
+    kubernetes_groups, a later RoleConditions field): the default roles come out, the rest is kept unknown."""
+    from kubectl_teleport.issuer.teleport import impersonable_roles
+
+    rule = ld(1, b"cert_authority") + ld(2, b"readnosecrets")
+    impersonate = ld(2, b"kube-dev") + ld(2, b"kube-read") + ld(2, b"kube-dev") + ld(3, b"")
+    allow = ld(1, b"root") + ld(4, rule) + ld(5, b"ops") + ld(14, impersonate) + ld(44, b"")
+    options = vi(2, 12 * 3600 * 10**9)  # RoleOptions.MaxSessionTTL, nanoseconds
+    deny = ld(14, ld(2, b"kube-admin"))
+    metadata = ld(1, b"bot-ci") + ld(2, b"default") + ld(5, ld(1, b"teleport.internal/bot") + ld(2, b"ci"))
+    wire = (ld(1, b"role") + ld(3, b"v7") + ld(4, metadata)
+            + ld(5, ld(1, options) + ld(2, allow) + ld(3, deny)))
+    role = pb.RoleV6.FromString(wire)
+    assert (role.kind, role.version, role.metadata.name) == ("role", "v7", "bot-ci")
+    assert dict(role.metadata.labels) == {"teleport.internal/bot": "ci"}
+    assert list(role.spec.allow.impersonate.roles) == ["kube-dev", "kube-read", "kube-dev"]
+    assert impersonable_roles(role) == ["kube-dev", "kube-read"]  # deny's roles are not defaults
+    assert [list(r.verbs) for r in role.spec.allow.rules] == [["readnosecrets"]]
+    assert sorted(f.field_number for f in UnknownFieldSet(role.spec.allow)) == [1, 5, 44]  # kept, not read
+    assert [f.field_number for f in UnknownFieldSet(role.spec)] == [1]
+    assert impersonable_roles(pb.RoleV6.FromString(ld(1, b"role"))) == []  # no spec: no default roles
 
 
 def test_list_resources_field_numbers_match_the_wire_facts() -> None:
