@@ -6,9 +6,14 @@ the system trust store, or not at all with --insecure), the host CA from `GetClu
 checked against --ca-pin *before* the token leaves (tbot itself ignores pins on proxy joins; see
 docs/protocol.md), a key of the cluster's signature algorithm suite, `/webapi/host/credentials`.
 
-Everything local is checked before the token is spent: the flags (--role included), the kubeconfig (parsed, and
-its directory written to), and room in the data dir for the identity and every certificate (reserved, then
-filled).
+Everything local is checked before the token is spent: the flags, the kubeconfig (parsed, and its directory
+written to), and room in the data dir for the identity and every certificate (reserved, then filled).
+
+Without --role, the roles to impersonate are the bot role's `allow.impersonate.roles`, read with `GetRole` as
+tbot does. That needs the bot identity, so it can only happen after the join: when the bot role allows no role or
+`GetRole` fails, the identity stays stored (the data dir is logged in, with no roles recorded) and the error says
+how to finish without a new token: `login --role NAME`, or the same login again once an admin has given the bot
+roles.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 
 from .. import clock, fmt, pki, policy
 from ..config import Config, KubeCluster, KubeconfigEntry
-from ..errors import AnotherWriter, NotLoggedIn, PluginError, UsageError
+from ..errors import AccessDenied, AnotherWriter, IdentityRejected, NotLoggedIn, PluginError, UsageError
 from ..issuer import auth, http, renewal, teleport
 from ..outputs import kubeconfig
 from ..store import identity
@@ -142,9 +147,6 @@ def validate(req: LoginRequest) -> tuple[list[str], int]:
             raise UsageError(f"bad --role {role[:80]!r}: give one role name per --role")
     if req.token and not req.proxy:
         raise UsageError("--proxy HOST:PORT is required with --token")
-    if req.token and not req.roles:
-        raise UsageError("give the roles the bot may impersonate with --role NAME (repeatable; `tctl bots ls` "
-                         "shows them): Kubernetes certificates are issued for those roles. The token was not sent")
     if req.proxy:
         check_proxy(req.proxy)
     if req.auth_server:
@@ -201,7 +203,7 @@ def login(req: LoginRequest) -> list[str]:
     if not standalone:
         kubeconfig.preflight(target)  # the standalone one lives in the data dir, whose room is reserved below
     if not req.token and not dd.has_config() and not url:
-        raise NotLoggedIn(f"no identity in {dd.root} yet: log in with --proxy, --token and --role first")
+        raise NotLoggedIn(f"no identity in {dd.root} yet: log in with --proxy and --token first")
     if req.insecure:
         fmt.warn(_insecure_warning(pins))
     deadline = http.Deadline(req.timeout)
@@ -227,7 +229,7 @@ def login(req: LoginRequest) -> list[str]:
                     out.append(f"The join token was not used: Secret {url} holds a valid identity.")
                     req.token = None
         if not req.token and not dd.has_config():
-            raise NotLoggedIn(f"no identity in {dd.root} yet: log in with --proxy, --token and --role first")
+            raise NotLoggedIn(f"no identity in {dd.root} yet: log in with --proxy and --token first")
         # room for everything this login writes, before the token is spent or anything is issued
         entry_rooms = [dd.reserve_entry(name) for name in req.kube_clusters]
         rooms += entry_rooms
@@ -272,6 +274,10 @@ def login(req: LoginRequest) -> list[str]:
                    f"signature algorithm suite {suite}) as bot {cfg.bot!r} (identity generation "
                    f"{ident.generation}{instance}, valid until {fmt.rfc3339(ident.not_after)}).")
         out += [f"Warning: {n}" for n in notes]
+        if not cfg.roles:  # no --role, none recorded: the bot role's default roles (tbot's fetchDefaultRoles)
+            cfg.roles = _default_roles(req, dd, cfg, ident.username, deadline)
+            out.append(f"Roles to impersonate: {', '.join(cfg.roles)} (what the bot's role {ident.username} allows; "
+                       "--role chooses others).")
         for name, room in zip(req.kube_clusters, entry_rooms, strict=True):
             entry, info = renewal.issue_kube_cert(dd, cfg, name, deadline, room)
             context = req.context or f"{cfg.cluster_name}-{name}"
@@ -313,6 +319,27 @@ def login(req: LoginRequest) -> list[str]:
     if standalone or target != kubeconfig.default_path():
         out.append(f"Use it: export KUBECONFIG={target}   (or: kubectl --kubeconfig {target} get pods)")
     return out
+
+
+def _default_roles(req: LoginRequest, dd: DataDir, cfg: Config, bot_role: str, deadline: http.Deadline) -> list[str]:
+    """The bot role's `allow.impersonate.roles` (GetRole with the bot identity). A refusal, an unreachable server
+    or an empty list fails with the way on: the identity is stored, so no new token is needed."""
+    again = ["kubectl-teleport login"]
+    again += [f"--data-dir {req.data_dir}"] if req.data_dir else [f"--proxy {cfg.proxy}"]
+    again += [f"--kube-cluster {name}" for name in req.kube_clusters]
+    fix = (f"the bot identity is kept in {dd.root} (logged in, no roles recorded): run `{' '.join(again)} --role "
+           f"NAME` (no token needed), or ask an admin to let the bot impersonate roles (`tctl bots update {cfg.bot} "
+           "--add-roles ROLE`) and run it again without --role")
+    try:
+        roles = teleport.default_roles(renewal.auth_target(dd, cfg), bot_role, deadline)
+    except IdentityRejected:
+        raise  # a locked or refused identity: the fix is an admin's, not a role
+    except PluginError as err:
+        raise type(err)(f"cannot find the roles to impersonate: {err}; {fix}", err.code) from None
+    if not roles:
+        raise AccessDenied(f"cannot find the roles to impersonate: the bot's role {bot_role} allows none "
+                           f"(allow.impersonate.roles is empty); {fix}")
+    return roles
 
 
 def _store_new_identity(store: IdentitySecret, dd: DataDir) -> None:

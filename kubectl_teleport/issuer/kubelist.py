@@ -109,7 +109,8 @@ def granted_clusters(dd: DataDir, cfg: Config, deadline: http.Deadline) -> list[
     """The clusters the data dir's roles grant: an impersonated identity (generation untouched), then the
     listing with it. Nothing is written to the data dir."""
     if not cfg.roles:
-        raise NotLoggedIn(f"{dd.config_path} names no roles to impersonate: log in again with --role NAME")
+        raise NotLoggedIn(f"{dd.config_path} names no roles to impersonate: run `kubectl-teleport login --role NAME` "
+                          "(no token needed)")
     ident = identity.load(dd)
     key = pki.key_for_suite(cfg.suite)
     server_now = datetime.fromtimestamp(clock.now() - ident.skew, timezone.utc)  # absolute, on the server's clock

@@ -219,7 +219,8 @@ def issue_kube_cert(dd: DataDir, cfg: Config, cluster: str, deadline: http.Deadl
     """A Kubernetes certificate from the bot identity (impersonating the configured roles) with a fresh key,
     committed to the cluster's cache. The generation does not move."""
     if not cfg.roles:
-        raise NotLoggedIn(f"{dd.config_path} names no roles to impersonate: log in again with --role NAME")
+        raise NotLoggedIn(f"{dd.config_path} names no roles to impersonate: run `kubectl-teleport login --role NAME` "
+                          "(no token needed)")
     room = room or dd.reserve_entry(cluster)
     with room:
         ident = identity.load(dd)
