@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "rotation")
     login.add_argument("--role", action="append", default=[], metavar="NAME",
                        help="a role the bot may impersonate, for the Kubernetes certificates; repeat for several "
-                            "(required with --token)")
+                            "(default: every role the bot's role allows, read from Teleport after the join)")
     login.add_argument("--kube-cluster", action="append", default=[], metavar="NAME",
                        help="Kubernetes cluster to set up; repeat for several")
     login.add_argument("--auth-server", metavar="HOST:PORT",
