@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -325,7 +326,7 @@ def _default_roles(req: LoginRequest, dd: DataDir, cfg: Config, bot_role: str, d
     """The bot role's `allow.impersonate.roles` (GetRole with the bot identity). A refusal, an unreachable server
     or an empty list fails with the way on: the identity is stored, so no new token is needed."""
     again = ["kubectl-teleport login"]
-    again += [f"--data-dir {req.data_dir}"] if req.data_dir else [f"--proxy {cfg.proxy}"]
+    again += [f"--data-dir {shlex.quote(req.data_dir)}"] if req.data_dir else [f"--proxy {cfg.proxy}"]
     again += [f"--kube-cluster {name}" for name in req.kube_clusters]
     fix = (f"the bot identity is kept in {dd.root} (logged in, no roles recorded): run `{' '.join(again)} --role "
            f"NAME` (no token needed), or ask an admin to let the bot impersonate roles (`tctl bots update {cfg.bot} "
