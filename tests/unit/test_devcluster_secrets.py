@@ -9,6 +9,7 @@ import pytest
 
 from kubectl_teleport.devcluster import kubeproto
 from kubectl_teleport.devcluster import kubesecrets as ks
+from tests.protowire import field
 
 NOW, LATER = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
@@ -160,30 +161,15 @@ def test_missing_field_manager_is_invalid_patch_options() -> None:
                                                           "Required value: is required for apply patch")
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, value: bytes | int) -> bytes:
-    if isinstance(value, int):
-        return _varint(number << 3) + _varint(value)
-    return _varint(number << 3 | 2) + _varint(len(value)) + value
-
-
 def _entry(number: int, key: str, value: bytes) -> bytes:
-    return _field(number, _field(1, key.encode()) + _field(2, value))
+    return field(number, field(1, key.encode()) + field(2, value))
 
 
 def test_protobuf_secret_reads_as_its_json_shape() -> None:
-    meta = _field(1, b"s") + _field(3, b"demo") + _entry(11, "app", b"x")
-    secret = (_field(1, meta) + _entry(2, "bin", b"\x00\xff") + _field(3, b"Opaque") + _entry(4, "txt", b"hi")
-              + _field(5, 1))
-    envelope = kubeproto.MAGIC + _field(1, _field(1, b"v1") + _field(2, b"Secret")) + _field(2, secret)
+    meta = field(1, b"s") + field(3, b"demo") + _entry(11, "app", b"x")
+    secret = (field(1, meta) + _entry(2, "bin", b"\x00\xff") + field(3, b"Opaque") + _entry(4, "txt", b"hi")
+              + field(5, 1))
+    envelope = kubeproto.MAGIC + field(1, field(1, b"v1") + field(2, b"Secret")) + field(2, secret)
     obj = kubeproto.secret(envelope)
     assert obj == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
                    "data": {"bin": "AP8="}, "stringData": {"txt": "hi"},

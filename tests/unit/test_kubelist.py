@@ -8,49 +8,33 @@ import pytest
 from kubectl_teleport import errors
 from kubectl_teleport.issuer import kubelist
 from kubectl_teleport.proto import teleport_auth_pb2 as pb
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes | str | int) -> bytes:
-    """One protobuf field: a varint (int) or a length-delimited value (bytes/str)."""
-    if isinstance(payload, int):
-        return _varint(number << 3) + _varint(payload)
-    data = payload.encode() if isinstance(payload, str) else payload
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
+from tests.protowire import field
 
 
 def _metadata(name: str, labels: dict[str, str]) -> bytes:  # types.Metadata: 1 Name, 5 Labels (map entries 1/2)
-    return _field(1, name) + b"".join(_field(5, _field(1, k) + _field(2, v)) for k, v in labels.items())
+    return field(1, name) + b"".join(field(5, field(1, k) + field(2, v)) for k, v in labels.items())
 
 
 def _kube_server(name: str, labels: dict[str, str], server_labels: dict[str, str] | None = None) -> bytes:
-    cluster = _field(1, "kube_cluster") + _field(3, "v3") + _field(4, _metadata(name, labels))  # KubernetesClusterV3
-    spec = _field(1, "17.5.0") + _field(2, "host") + _field(3, "host-id") + _field(5, cluster)  # ...ServerSpecV3
-    server = _field(1, "kube_server") + _field(3, "v3") + _field(4, _metadata(name, server_labels or {})) + \
-        _field(5, spec)
-    return _field(7, server)  # PaginatedResource.KubernetesServer = 7
+    cluster = field(1, "kube_cluster") + field(3, "v3") + field(4, _metadata(name, labels))  # KubernetesClusterV3
+    spec = field(1, "17.5.0") + field(2, "host") + field(3, "host-id") + field(5, cluster)  # ...ServerSpecV3
+    server = field(1, "kube_server") + field(3, "v3") + field(4, _metadata(name, server_labels or {})) + \
+        field(5, spec)
+    return field(7, server)  # PaginatedResource.KubernetesServer = 7
 
 
 def _page(*resources: bytes, next_key: str = "") -> bytes:  # ListResourcesResponse: 1 Resources, 2 NextKey
-    return b"".join(_field(1, r) for r in resources) + (_field(2, next_key) if next_key else b"")
+    return b"".join(field(1, r) for r in resources) + (field(2, next_key) if next_key else b"")
 
 
 def test_the_request_carries_teleports_field_numbers() -> None:
     raw = kubelist.list_request("dev-03").SerializeToString()
-    assert raw == _field(1, "kube_server") + _field(3, 100) + _field(4, "dev-03")  # no namespace: the default
-    assert kubelist.list_request().SerializeToString() == _field(1, "kube_server") + _field(3, 100)
+    assert raw == field(1, "kube_server") + field(3, 100) + field(4, "dev-03")  # no namespace: the default
+    assert kubelist.list_request().SerializeToString() == field(1, "kube_server") + field(3, 100)
 
 
 def test_a_hand_encoded_answer_decodes_to_clusters_and_labels() -> None:
-    other_kind = _field(3, _field(1, "node"))  # PaginatedResource.Node = 3: not ours, skipped
+    other_kind = field(3, field(1, "node"))  # PaginatedResource.Node = 3: not ours, skipped
     page = pb.ListResourcesResponse.FromString(_page(_kube_server("dev-a", {"env": "dev", "team": "x"}), other_kind,
                                                      _kube_server("dev-b", {}, {"env": "dev"}), next_key="k9"))
     assert page.next_key == "k9"

@@ -15,27 +15,9 @@ from google.protobuf.descriptor import FieldDescriptor as FD
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from kubectl_teleport.proto import teleport_auth_pb2 as pb
+from tests.protowire import ld, varint, vi
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-# A minimal independent encoder: the oracle the runtime's bytes are compared with.
-def varint(n: int) -> bytes:
-    n &= (1 << 64) - 1  # negative int64s are ten-byte two's complement
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def vi(number: int, value: int) -> bytes:
-    return varint(number << 3) + varint(value)
-
-
-def ld(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def timestamp(seconds: int, nanos: int) -> bytes:
