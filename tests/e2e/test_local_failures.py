@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.soak import SHIFTED  # the CLI with the plugin's clock moved by argv[1] seconds
 from kubectl_teleport import errors, pki
 from tests.conftest import bin_path
 from tests.plugin_helpers import (
@@ -182,15 +183,6 @@ def cached_cert(data: Path) -> str:
 
 
 # 1-3: a full or read-only data dir ----------------------------------------------------------------------------
-
-# `credentials` with the plugin's clock moved forward (into the bot identity's renewal window)
-SHIFTED = ("import sys, time\n"
-           "from kubectl_teleport import clock\n"
-           "offset = float(sys.argv[1])\n"
-           "clock.now = lambda: time.time() + offset\n"
-           "from kubectl_teleport.cli import main\n"
-           "sys.exit(main(sys.argv[2:]))\n")
-
 
 def credentials_at(data: Path, offset: float) -> subprocess.CompletedProcess:
     """`credentials` as the installed plugin runs it, `offset` seconds in the future."""
